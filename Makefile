@@ -1,0 +1,49 @@
+# MSTT-STVSR: two commands on a fresh Debian 12 machine (root): `make demo`, `make test`.
+SHELL := /bin/bash
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+APT_PKGS := qgis python3-qgis qgis-providers python3-rasterio python3-gdal gdal-bin python3-opencv python3-pil python3-tqdm
+PIP_PKGS := torch==2.13.0 safetensors tqdm pytest
+STAMP   := $(VENV)/.setup-stamp
+PLUGIN_LINK := build/plugins/mstt_stvsr
+JOBS ?= 2
+
+.PHONY: setup apt venv test test-fast demo package bench clean
+
+setup: $(STAMP)
+
+# Everything setup needs, once; re-runs only when the recipe inputs change.
+$(STAMP): Makefile pyproject.toml tools/qgis_process.sh
+	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
+	  echo "== apt: installing QGIS, GDAL, rasterio, OpenCV"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) xauth >/dev/null; }
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@echo "numpy<2" > $(VENV)/constraints.txt
+	@$(PY) -c "import torch, safetensors, tqdm, pytest; assert torch.__version__.startswith('2.13.0')" 2>/dev/null || { \
+	  echo "== pip: torch 2.13.0 (CPU), safetensors"; \
+	  PIP_DISABLE_PIP_VERSION_CHECK=1 $(PIP) install -q -c $(VENV)/constraints.txt $(PIP_PKGS) 2>&1 | grep -v "is ignored" || true; }
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
+	@mkdir -p build/plugins && ln -sfn "$(CURDIR)" $(PLUGIN_LINK)
+	@install -m 755 tools/qgis_process.sh $(VENV)/bin/qgis_process
+	@$(PY) -c "import numpy; assert numpy.__version__ < '2', numpy.__version__; import mstt_stvsr.core, rasterio, cv2, torch"
+	@touch $(STAMP)
+	@echo "== setup done: $(VENV)/bin/mstt-stvsr, $(VENV)/bin/qgis_process"
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+demo: setup
+	@$(PY) tools/demo.py
+
+package:
+	@$(PY) tools/package.py 2>/dev/null || /usr/bin/python3 tools/package.py
+
+bench: setup
+	$(VENV)/bin/mstt-stvsr bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist demo_out $(STAMP)

@@ -1,0 +1,125 @@
+"""``mstt-stvsr`` / ``python -m mstt_stvsr.core``: one entry point, subcommands loaded lazily.
+
+Each subcommand lives in the module named after what it does and exposes
+``add_arguments(parser)`` and ``main(args) -> int``; only the chosen one is imported, so
+``mstt-stvsr --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "info": (".cli", "print versions, devices and the deformable-conv backend"),
+    "run": (".pipeline", "super-resolve a stack of georeferenced frames (N in, 2N-1 out, x4)"),
+    "train": (".train", "train MSTT weights"),
+    "eval": (".evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
+    "synth": (".synth", "make synthetic satellite-video clips or the sample stack"),
+    "bench": (".bench", "throughput and end-to-end benchmark"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def main_info(args) -> int:
+    import json
+    import platform
+
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>22}: {value}")
+    del platform
+    return 0
+
+
+def collect_info() -> dict:
+    """Versions, devices and backends: what a bug report needs."""
+    import platform
+
+    info = {"python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        info["mstt_stvsr"] = version("mstt_stvsr")
+    except Exception:  # not installed, running from a plugin folder
+        info["mstt_stvsr"] = "(not installed)"
+    for name in ("torch", "numpy", "rasterio", "cv2", "safetensors", "torchvision"):
+        try:
+            mod = importlib.import_module(name)
+            info[name] = getattr(mod, "__version__", "?")
+        except Exception:
+            info[name] = "not installed"
+    try:
+        from osgeo import gdal
+
+        info["gdal"] = gdal.__version__
+    except Exception:
+        info["gdal"] = "not installed"
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        devices = ["cpu"]
+        if torch.cuda.is_available():
+            devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        info["devices"] = ", ".join(devices)
+        from .dcn import deform_conv_backend
+
+        info["deform_conv_backend"] = deform_conv_backend()
+    except Exception as exc:
+        info["devices"] = f"unavailable ({exc})"
+    try:
+        from .weights import default_weights_path
+
+        path = default_weights_path()
+        info["default_weights"] = f"{path}" + ("" if path.exists() else " (missing)")
+    except Exception as exc:
+        info["default_weights"] = f"unavailable ({exc})"
+    return info
+
+
+def build_parser(argv) -> argparse.ArgumentParser:
+    """Parser whose chosen subcommand (the first of ``argv`` that names one) has full arguments."""
+    parser = argparse.ArgumentParser(
+        prog="mstt-stvsr",
+        description="Space-time super-resolution of georeferenced satellite video (MSTT).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module, _name=name)
+        if name == chosen:
+            mod = sys.modules[__name__] if module == ".cli" else importlib.import_module(module, __package__)
+            mod.add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .errors import MsttError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        if args._module == ".cli":
+            return main_info(args)
+        mod = importlib.import_module(args._module, __package__)
+        return int(mod.main(args) or 0)
+    except MsttError as exc:
+        print(f"mstt-stvsr {args._name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mstt-stvsr {args._name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
