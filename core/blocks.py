@@ -1,0 +1,27 @@
+"""Small building blocks shared by the MSTT network."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - ReLU - conv3x3 + identity, no batch norm (EDVR/MSTT style)."""
+
+    def __init__(self, nf: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+        # Small init keeps a deep stack of identity blocks stable from the first step.
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x)))
+
+
+def make_layer(nf: int, n: int) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(nf) for _ in range(n)])

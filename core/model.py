@@ -1,0 +1,135 @@
+"""MSTT: 4 LR frames (1, 3, 5, 7 of a clip) -> 7 HR frames, x4 in space, 2x in time.
+
+Layer names follow the upstream ``MSTTr`` so that an upstream state_dict loads with strict=True.
+Our one addition is parameter-free: with ``skip=True`` the network predicts a residual over a
+base made of bicubic x4 of each input frame and, for each new middle frame, bicubic x4 of the
+flow-warped average of its two neighbours. An untrained or briefly trained network therefore
+starts from a motion-compensated baseline instead of from zero. Upstream weights need skip=False.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import make_layer
+from .flow import flow_warp, flows_tensor
+from .msd_align import MSDAlign
+from .transformer import MULTIPLE, MSSTFormer
+
+SCALE = 4
+N_IN, N_OUT = 4, 7
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad the last two dims up to a multiple; repeat reflections if the image is small."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    shape = x.shape
+    x = x.reshape(-1, *shape[-3:])
+    while ph or pw:
+        h, w = x.shape[-2:]
+        # reflect needs pad < size; a 1-px image can only be replicated
+        sh = min(ph, h - 1) if h > 1 else 0
+        sw = min(pw, w - 1) if w > 1 else 0
+        if sh == 0 and sw == 0:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            ph = pw = 0
+            break
+        x = F.pad(x, (0, sw, 0, sh), mode="reflect")
+        ph, pw = ph - sh, pw - sw
+    return x.reshape(*shape[:-2], *x.shape[-2:])
+
+
+class MSTT(nn.Module):
+    def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10, skip: bool = True):  # noqa: N803
+        super().__init__()
+        self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip)
+        self.skip = skip
+        self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
+        self.feature_extraction = make_layer(nf, front_RBs)
+        self.MSD_align = MSDAlign(nf, groups)
+        self.fusion = nn.Conv2d(2 * nf, nf, 1)
+        self.blending = nn.Conv2d(2 * nf, nf, 1)
+        self.MSST_former = MSSTFormer(nf, d_model=4 * nf)
+        self.recon_trunk = make_layer(nf, back_RBs)
+        self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(nf, 64 * 4, 3, 1, 1)
+        self.pixel_shuffle = nn.PixelShuffle(2)
+        self.HRconv = nn.Conv2d(64, 64, 3, 1, 1)
+        self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+        if skip:  # start exactly at the base; the residual grows as training finds it
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
+
+    # -- stages ---------------------------------------------------------------------------
+    def extract(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, nf, H, W) per-frame features."""
+        return self.feature_extraction(self.lrelu(self.conv_first(frames)))
+
+    def middle_features(self, feats: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+        """Features of the 3 missing frames. feats (B, 4, nf, H, W), flows (B, 3, 4, H, W)."""
+        b, t, c, h, w = feats.shape
+        prev = feats[:, :-1].reshape(b * (t - 1), c, h, w)
+        nxt = feats[:, 1:].reshape(b * (t - 1), c, h, w)
+        fl = flows.reshape(b * (t - 1), 4, h, w)
+        # both directions of all pairs in one batch: align(prev -> next) and align(next -> prev)
+        aligned = self.MSD_align(torch.cat([prev, nxt]), torch.cat([nxt, prev]))
+        warped = torch.cat([flow_warp(prev, fl[:, 0:2]), flow_warp(nxt, fl[:, 2:4])])
+        fused = self.fusion(torch.cat([aligned, warped], dim=1))
+        f_prev, f_next = fused.chunk(2, dim=0)
+        mid = self.blending(torch.cat([f_prev, f_next], dim=1))
+        return mid.view(b, t - 1, c, h, w)
+
+    def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, nf, H, W) -> (N, 3, 4H, 4W)."""
+        x = self.recon_trunk(feats)
+        x = self.lrelu(self.pixel_shuffle(self.upconv1(x)))
+        x = self.lrelu(self.pixel_shuffle(self.upconv2(x)))
+        return self.conv_last(self.lrelu(self.HRconv(x)))
+
+    def base(self, lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+        """Parameter-free motion-compensated bicubic base, (B, 7, 3, 4H, 4W)."""
+        b, t, c, h, w = lr.shape
+        prev = lr[:, :-1].reshape(-1, c, h, w)
+        nxt = lr[:, 1:].reshape(-1, c, h, w)
+        fl = flows.reshape(-1, 4, h, w)
+        mid = 0.5 * (flow_warp(prev, fl[:, 0:2], padding_mode="border") + flow_warp(nxt, fl[:, 2:4], padding_mode="border"))
+        seq = interleave(lr, mid.view(b, t - 1, c, h, w))
+        up = F.interpolate(seq.reshape(-1, c, h, w), scale_factor=SCALE, mode="bicubic", align_corners=False)
+        return up.view(b, 2 * t - 1, c, SCALE * h, SCALE * w)
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
+        """lr (B, 4, 3, H, W) in [0, 1] -> (B, 7, 3, 4H, 4W); flows (B, 3, 4, H, W) or computed."""
+        if lr.dim() != 5 or lr.shape[1] != N_IN or lr.shape[2] != 3:
+            raise ValueError(f"MSTT expects lr of shape (B, {N_IN}, 3, H, W), got {tuple(lr.shape)}")
+        b, t, c, h, w = lr.shape
+        if flows is None:
+            flows = flows_tensor(lr)
+        if flows.shape != (b, t - 1, 4, h, w):
+            raise ValueError(f"flows must have shape {(b, t - 1, 4, h, w)}, got {tuple(flows.shape)}")
+        flows = flows.to(lr.dtype)
+        lr_p = pad_to_multiple(lr, MULTIPLE)
+        fl_p = pad_to_multiple(flows, MULTIPLE)
+        hp, wp = lr_p.shape[-2:]
+
+        feats = self.extract(lr_p.reshape(b * t, c, hp, wp)).view(b, t, -1, hp, wp)
+        mids = self.middle_features(feats, fl_p)
+        seq = interleave(feats, mids)  # F1 M12 F3 M34 F5 M56 F7
+        seq = self.MSST_former(seq)
+        out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hp, wp))
+        out = out.view(b, 2 * t - 1, 3, SCALE * hp, SCALE * wp)
+        if self.skip:
+            out = out + self.base(lr_p, fl_p)
+        return out[..., : SCALE * h, : SCALE * w]
+
+
+def interleave(frames: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) and (B, T-1, ...) -> (B, 2T-1, ...) as f0 m0 f1 m1 ... f(T-1)."""
+    b, t = frames.shape[:2]
+    out = frames.new_empty((b, 2 * t - 1, *frames.shape[2:]))
+    out[:, 0::2] = frames
+    out[:, 1::2] = mids
+    return out

@@ -1,0 +1,121 @@
+"""Multi-scale spatial-temporal transformer (MSST_former).
+
+Each of the 4 attention heads cuts its 64-channel share of the features into patches of a
+different size (40, 20, 10, 5 px at half LR resolution); every patch of every frame is a token,
+and attention runs over all tokens of the window. Large patches capture scene-wide motion,
+small ones local detail. This is why LR height and width are padded to multiples of 80.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PATCH_SIZES = (40, 20, 10, 5)
+MULTIPLE = 2 * max(PATCH_SIZES)  # LR size multiple: stride-2 encoder, largest patch 40
+
+
+class MultiScaleAttention(nn.Module):
+    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES):
+        super().__init__()
+        self.patch_sizes = tuple(patch_sizes)
+        self.query_embedding = nn.Conv2d(d_model, d_model, 1)
+        self.value_embedding = nn.Conv2d(d_model, d_model, 1)
+        self.key_embedding = nn.Conv2d(d_model, d_model, 1)
+        self.output_linear = nn.Sequential(nn.Conv2d(d_model, d_model, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
+
+    @staticmethod
+    def _tokens(x: torch.Tensor, b: int, t: int, p: int) -> torch.Tensor:
+        """(b*t, c, h, w) -> (b, t*(h/p)*(w/p), c*p*p): one token per patch per frame."""
+        _, c, h, w = x.shape
+        x = x.view(b, t, c, h // p, p, w // p, p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(b, t * (h // p) * (w // p), c * p * p)
+
+    @staticmethod
+    def _untokens(y: torch.Tensor, b: int, t: int, c: int, h: int, w: int, p: int) -> torch.Tensor:
+        y = y.view(b, t, h // p, w // p, c, p, p)
+        y = y.permute(0, 1, 4, 2, 5, 3, 6)
+        return y.reshape(b * t, c, h, w)
+
+    def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        t = bt // b
+        q, k, v = self.query_embedding(x), self.key_embedding(x), self.value_embedding(x)
+        dh = c // len(self.patch_sizes)
+        heads = []
+        for i, p in enumerate(self.patch_sizes):
+            sl = slice(i * dh, (i + 1) * dh)
+            qt, kt, vt = (self._tokens(z[:, sl], b, t, p) for z in (q, k, v))
+            # scaled_dot_product_attention picks a fused kernel; scale 1/sqrt(token dim) as upstream.
+            yt = F.scaled_dot_product_attention(qt, kt, vt, scale=1.0 / math.sqrt(qt.shape[-1]))
+            heads.append(self._untokens(yt, b, t, dh, h, w, p))
+        # Upstream adds the input here as well as in the block, so x becomes 2x + attn; kept so
+        # that upstream checkpoints behave as trained.
+        return x + self.output_linear(torch.cat(heads, dim=1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int = 256):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(d_model, d_model, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(d_model, d_model, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES):
+        super().__init__()
+        self.attention = MultiScaleAttention(d_model, patch_sizes)
+        self.feed_forward = FeedForward(d_model)
+
+    def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        x = x + self.attention(x, b)
+        return x + self.feed_forward(x)
+
+
+class Deconv(nn.Module):
+    """Bilinear x2 then 3x3 conv: avoids the checkerboard of transposed convs."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+
+
+class MSSTFormer(nn.Module):
+    """Encoder (to H/2, 256 ch) -> transformer over all frames -> decoder, added to the input."""
+
+    def __init__(self, nf: int = 64, d_model: int = 256, n_blocks: int = 1, patch_sizes=PATCH_SIZES):
+        super().__init__()
+        lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        self.encoder = nn.Sequential(
+            nn.Conv2d(nf, 64, 3, 1, 1), lrelu(),
+            nn.Conv2d(64, 128, 3, 2, 1), lrelu(),
+            nn.Conv2d(128, d_model, 3, 1, 1), lrelu(),
+        )
+        self.transformer = nn.ModuleList([TransformerBlock(d_model, patch_sizes) for _ in range(n_blocks)])
+        self.decoder = nn.Sequential(
+            Deconv(d_model, 128), lrelu(),
+            nn.Conv2d(128, 64, 3, 1, 1), lrelu(),
+            nn.Conv2d(64, nf, 3, 1, 1), lrelu(),
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats (B, T, nf, H, W) -> same shape."""
+        b, t, c, h, w = feats.shape
+        x = self.encoder(feats.reshape(b * t, c, h, w))
+        for block in self.transformer:
+            x = block(x, b)
+        x = torch.tanh(self.decoder(x))
+        return feats + x.view(b, t, c, h, w)

@@ -1,0 +1,115 @@
+"""The MSTT network: upstream-compatible state_dict, shapes, padding, the skip base, training signal."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from mstt_stvsr.core.model import MSTT, pad_to_multiple
+from mstt_stvsr.core.weights import check_state_dict
+
+REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "upstream_mstt_state_dict.tsv"
+
+
+def upstream_shapes():
+    path = REF if REF.exists() else Path(__file__).parent / "data" / "upstream_mstt_state_dict.tsv"
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {key: tuple(int(d) for d in shape.split("x")) for key, shape, _ in rows}
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1, **kw)
+
+
+def test_state_dict_matches_upstream_exactly():
+    shapes = upstream_shapes()
+    assert len(shapes) == 112
+    state = MSTT().state_dict()
+    assert list(state) == list(shapes)  # same keys, same order
+    assert {k: tuple(v.shape) for k, v in state.items()} == shapes
+    assert sum(v.numel() for v in state.values()) == 4_925_723
+
+
+def test_random_upstream_tensors_load_strict():
+    torch.manual_seed(1)
+    random_state = {k: torch.randn(s) for k, s in upstream_shapes().items()}
+    model = MSTT(skip=False)
+    check_state_dict(model, random_state, "random")
+    model.load_state_dict(random_state, strict=True)
+    assert torch.equal(model.upconv2.weight, random_state["upconv2.weight"])
+
+
+@pytest.mark.parametrize("h,w", [(80, 80), (36, 52)])
+def test_full_model_forward_shapes(h, w):
+    torch.manual_seed(0)
+    model = MSTT().eval()
+    lr = torch.rand(1, 4, 3, h, w)
+    with torch.no_grad():
+        out = model(lr)
+    assert out.shape == (1, 7, 3, 4 * h, 4 * w)
+    assert torch.isfinite(out).all()
+
+
+def test_tiny_model_batch_and_odd_sizes():
+    model = tiny().eval()
+    lr = torch.rand(2, 4, 3, 13, 27)
+    with torch.no_grad():
+        out = model(lr)
+    assert out.shape == (2, 7, 3, 52, 108)
+    with pytest.raises(ValueError, match=r"\(B, 4, 3, H, W\)"):
+        model(torch.rand(1, 3, 3, 16, 16))
+
+
+def test_skip_base_at_init_is_motion_compensated_bicubic():
+    """With conv_last zeroed, the output is the base; for a static scene that is bicubic x4."""
+    model = tiny(skip=True).eval()
+    frame = torch.rand(1, 3, 20, 24)
+    lr = frame.unsqueeze(1).repeat(1, 4, 1, 1, 1)
+    flows = torch.zeros(1, 3, 4, 20, 24)
+    with torch.no_grad():
+        out = model(lr, flows)
+    up = torch.nn.functional.interpolate(frame, scale_factor=4, mode="bicubic", align_corners=False)
+    for t in range(7):
+        torch.testing.assert_close(out[0, t], up[0], atol=1e-5, rtol=0)
+
+
+def test_given_flows_are_used_for_middle_frames():
+    model = tiny(skip=True).eval()
+    lr = torch.rand(1, 4, 3, 16, 16)
+    f0 = torch.zeros(1, 3, 4, 16, 16)
+    f1 = f0.clone()
+    f1[:, :, 0] = 1.5  # mid->prev shifted right by 1.5 px
+    with torch.no_grad():
+        a, b = model(lr, f0), model(lr, f1)
+    assert torch.equal(a[:, 0::2], b[:, 0::2])  # input frames: flows only touch middle frames here
+    assert (a[:, 1::2] - b[:, 1::2]).abs().max() > 1e-3
+
+
+def test_pad_to_multiple_small_and_large():
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    y = pad_to_multiple(x, 80)
+    assert y.shape == (1, 1, 80, 80)
+    assert torch.equal(y[..., :2, :3], x)
+    z = pad_to_multiple(torch.rand(2, 4, 3, 81, 160), 80)
+    assert z.shape == (2, 4, 3, 160, 160)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_gradients_reach_every_parameter_and_loss_drops(skip):
+    torch.manual_seed(0)
+    model = tiny(skip=skip).train()
+    gt = torch.rand(1, 7, 3, 64, 64)
+    lr = torch.nn.functional.avg_pool2d(gt[:, 0::2].reshape(-1, 3, 64, 64), 4).view(1, 4, 3, 16, 16)
+    flows = torch.zeros(1, 3, 4, 16, 16)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = torch.sqrt((model(lr, flows) - gt) ** 2 + 1e-6).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    unchanged = [k for k, v in model.named_parameters() if torch.equal(v, before[k])]
+    assert unchanged == []
+    assert losses[-1] < losses[0]
