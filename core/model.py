@@ -119,11 +119,16 @@ class MSTT(nn.Module):
         mids = self.middle_features(feats, fl_p)
         seq = interleave(feats, mids)  # F1 M12 F3 M34 F5 M56 F7
         seq = self.MSST_former(seq)
-        out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hp, wp))
-        out = out.view(b, 2 * t - 1, 3, SCALE * hp, SCALE * wp)
+        # Reconstruction is local: crop the padding beyond its receptive field before it runs
+        # at 4x resolution. Pixels inside (h, w) are unchanged; padded sizes cost far less.
+        rf = 2 * len(self.recon_trunk) + 4
+        hc, wc = min(hp, h + rf), min(wp, w + rf)
+        seq = seq[..., :hc, :wc]
+        out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hc, wc))
+        out = out.view(b, 2 * t - 1, 3, SCALE * hc, SCALE * wc)[..., : SCALE * h, : SCALE * w]
         if self.skip:
-            out = out + self.base(lr_p, fl_p)
-        return out[..., : SCALE * h, : SCALE * w]
+            out = out + self.base(lr, flows)
+        return out
 
 
 def interleave(frames: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:

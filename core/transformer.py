@@ -99,12 +99,13 @@ class MSSTFormer(nn.Module):
     def __init__(self, nf: int = 64, d_model: int = 256, n_blocks: int = 1, patch_sizes=PATCH_SIZES):
         super().__init__()
         lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        # declared first: upstream's state_dict lists the transformer before the encoder
+        self.transformer = nn.ModuleList([TransformerBlock(d_model, patch_sizes) for _ in range(n_blocks)])
         self.encoder = nn.Sequential(
             nn.Conv2d(nf, 64, 3, 1, 1), lrelu(),
             nn.Conv2d(64, 128, 3, 2, 1), lrelu(),
             nn.Conv2d(128, d_model, 3, 1, 1), lrelu(),
         )
-        self.transformer = nn.ModuleList([TransformerBlock(d_model, patch_sizes) for _ in range(n_blocks)])
         self.decoder = nn.Sequential(
             Deconv(d_model, 128), lrelu(),
             nn.Conv2d(128, 64, 3, 1, 1), lrelu(),
