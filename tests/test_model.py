@@ -113,3 +113,20 @@ def test_gradients_reach_every_parameter_and_loss_drops(skip):
     unchanged = [k for k, v in model.named_parameters() if torch.equal(v, before[k])]
     assert unchanged == []
     assert losses[-1] < losses[0]
+
+
+def test_reconstruction_crop_changes_nothing_inside_the_frame():
+    """forward() reconstructs only the frame plus a receptive-field margin of the padding."""
+    torch.manual_seed(0)
+    model = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=2, skip=False).eval()
+    lr = torch.rand(1, 4, 3, 21, 34)
+    flows = torch.randn(1, 3, 4, 21, 34)
+    with torch.no_grad():
+        out = model(lr, flows)
+        # the same stages without the crop: reconstruct the whole padded frame, then cut
+        lr_p, fl_p = pad_to_multiple(lr, 80), pad_to_multiple(flows, 80)
+        feats = model.extract(lr_p.reshape(4, 3, 80, 80)).view(1, 4, 8, 80, 80)
+        from mstt_stvsr.core.model import interleave
+        seq = model.MSST_former(interleave(feats, model.middle_features(feats, fl_p)))
+        full = model.reconstruct(seq.reshape(7, 8, 80, 80)).view(1, 7, 3, 320, 320)[..., :84, :136]
+    torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
