@@ -65,13 +65,13 @@ def flows_tensor(lr: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).to(device=lr.device, dtype=lr.dtype)
 
 
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Sample x (N, C, H, W) at p + flow(p); flow (N, 2, H, W) in pixels; bilinear."""
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> torch.Tensor:
+    """Sample x (N, C, H, W) at p + flow(p); flow (N, 2, H, W) in pixels; bilinear or bicubic."""
     n, _, h, w = x.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
                             torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
     flow = flow.to(x.dtype)
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    return F.grid_sample(x, torch.stack([gx, gy], dim=-1), mode="bilinear",
+    return F.grid_sample(x, torch.stack([gx, gy], dim=-1), mode=mode,
                          padding_mode=padding_mode, align_corners=True)

@@ -90,15 +90,20 @@ class MSTT(nn.Module):
         return self.conv_last(self.lrelu(self.HRconv(x)))
 
     def base(self, lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-        """Parameter-free motion-compensated bicubic base, (B, 7, 3, 4H, 4W)."""
+        """Parameter-free motion-compensated bicubic base, (B, 7, 3, 4H, 4W).
+
+        Input times: bicubic x4 of the frame. New times: the two neighbours upsampled first,
+        then warped at HR (bicubic sampling, flows upsampled and scaled x4) and averaged;
+        warping before upsampling blurs more than the motion compensation gains."""
         b, t, c, h, w = lr.shape
-        prev = lr[:, :-1].reshape(-1, c, h, w)
-        nxt = lr[:, 1:].reshape(-1, c, h, w)
-        fl = flows.reshape(-1, 4, h, w)
-        mid = 0.5 * (flow_warp(prev, fl[:, 0:2], padding_mode="border") + flow_warp(nxt, fl[:, 2:4], padding_mode="border"))
-        seq = interleave(lr, mid.view(b, t - 1, c, h, w))
-        up = F.interpolate(seq.reshape(-1, c, h, w), scale_factor=SCALE, mode="bicubic", align_corners=False)
-        return up.view(b, 2 * t - 1, c, SCALE * h, SCALE * w)
+        up = F.interpolate(lr.reshape(-1, c, h, w), scale_factor=SCALE, mode="bicubic", align_corners=False)
+        up = up.view(b, t, c, SCALE * h, SCALE * w)
+        fl = F.interpolate(flows.reshape(-1, 4, h, w), scale_factor=SCALE, mode="bilinear", align_corners=False) * SCALE
+        prev = up[:, :-1].reshape(-1, c, SCALE * h, SCALE * w)
+        nxt = up[:, 1:].reshape(-1, c, SCALE * h, SCALE * w)
+        mid = 0.5 * (flow_warp(prev, fl[:, 0:2], padding_mode="border", mode="bicubic")
+                     + flow_warp(nxt, fl[:, 2:4], padding_mode="border", mode="bicubic"))
+        return interleave(up, mid.view(b, t - 1, c, SCALE * h, SCALE * w))
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
