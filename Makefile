@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
 JOBS ?= 2
 
-.PHONY: setup apt venv test test-fast demo package bench clean
+.PHONY: setup apt venv test test-fast demo package bench clean imagery data
 
 setup: $(STAMP)
 
@@ -40,10 +40,19 @@ demo: setup
 	@$(PY) tools/demo.py
 
 package:
-	@$(PY) tools/package.py 2>/dev/null || /usr/bin/python3 tools/package.py
+	@/usr/bin/python3 tools/package.py
 
 bench: setup
 	$(VENV)/bin/mstt-stvsr bench $(BENCH_ARGS)
+
+# Real aerial stills for synthetic training video (deepforest wheel + Debian opencv-doc), cached.
+imagery: setup
+	$(PY) tools/fetch_imagery.py
+
+# Training set (300 clips) and held-out test set (12 clips), deterministic; see core/synth.py.
+data: imagery
+	$(VENV)/bin/mstt-stvsr synth --out build/data/train --clips 300 --size 384 --split train --seed 1
+	$(VENV)/bin/mstt-stvsr synth --out build/data/test --clips 12 --size 320 --split test --seed 2
 
 clean:
 	rm -rf build dist demo_out $(STAMP)

@@ -23,49 +23,83 @@ except Exception:  # torchvision absent or built for another torch
 
 
 def deform_conv_backend() -> str:
+    """Which implementation modulated_deform_conv2d runs: env MSTT_DCN_BACKEND forces one."""
     forced = os.environ.get("MSTT_DCN_BACKEND", "").strip().lower()
+    if forced not in ("", "auto", "pure", "torchvision"):
+        raise ValueError(f"MSTT_DCN_BACKEND={forced!r}: expected 'pure', 'torchvision' or unset")
     if forced == "pure":
         return "pure"
     if forced == "torchvision":
         if _tv_deform_conv2d is None:
-            raise RuntimeError("MSTT_DCN_BACKEND=torchvision but torchvision.ops.deform_conv2d is not importable")
+            raise RuntimeError("MSTT_DCN_BACKEND=torchvision, but torchvision.ops.deform_conv2d cannot be "
+                               "imported (torchvision missing or built for another torch); unset it to use "
+                               "the pure-PyTorch deformable conv")
         return "torchvision"
     return "torchvision" if _tv_deform_conv2d is not None else "pure"
 
 
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
 def modulated_deform_conv2d_pure(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1):
+    """torchvision.ops.deform_conv2d(x, offset, weight, bias, ..., mask=mask) in plain PyTorch.
+
+    All kernel points of a deformable group are sampled by one grid_sample (zeros outside,
+    align_corners=True so the grid is the pixel grid), then one matmul applies the weight.
+    Half/bfloat16 inputs are computed in float32: sampling positions need the mantissa."""
     b, c, h, w = x.shape
     cout, cin, kh, kw = weight.shape
     if cin != c:
-        raise ValueError(f"weight expects {cin} input channels, input has {c}")
-    ho, wo = offset.shape[-2:]
+        raise ValueError(f"weight {tuple(weight.shape)} expects {cin} input channels, input has {c}")
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     k = kh * kw
     g = offset.shape[1] // (2 * k)
-    if g * 2 * k != offset.shape[1] or c % g or mask.shape[1] != g * k:
-        raise ValueError(f"offset {tuple(offset.shape)} / mask {tuple(mask.shape)} do not fit a {kh}x{kw} kernel on {c} channels")
-    dev, dt = x.device, x.dtype
-    base_y = (torch.arange(ho, device=dev, dtype=dt) * stride - padding).view(1, 1, 1, ho, 1)
-    base_x = (torch.arange(wo, device=dev, dtype=dt) * stride - padding).view(1, 1, 1, 1, wo)
-    ky, kx = torch.meshgrid(torch.arange(kh, device=dev, dtype=dt) * dilation,
-                            torch.arange(kw, device=dev, dtype=dt) * dilation, indexing="ij")
+    if offset.dim() != 4 or g < 1 or g * 2 * k != offset.shape[1] or c % g or tuple(offset.shape[-2:]) != (ho, wo) \
+            or offset.shape[0] != b:
+        raise ValueError(f"offset {tuple(offset.shape)} does not fit a {kh}x{kw} kernel on input {tuple(x.shape)}: "
+                         f"expected (B, 2*G*{k}, {ho}, {wo}) with G dividing {c}")
+    if mask.shape != (b, g * k, ho, wo):
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit offset {tuple(offset.shape)}: "
+                         f"expected {(b, g * k, ho, wo)}")
+    out_dtype = x.dtype
+    ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    x, offset, mask, weight = x.to(ct), offset.to(ct), mask.to(ct), weight.to(ct)
+    # align_corners=True cannot address a 1-px axis; one zero pixel on each side fixes that and
+    # changes nothing else (outside pixels count as zero anyway).
+    pad = 1 if min(h, w) == 1 else 0
+    if pad:
+        x = F.pad(x, (1, 1, 1, 1))
+        h, w = h + 2, w + 2
+    dev = x.device
+    base_y = (torch.arange(ho, device=dev, dtype=ct) * sh - ph + pad).view(1, 1, 1, ho, 1)
+    base_x = (torch.arange(wo, device=dev, dtype=ct) * sw - pw + pad).view(1, 1, 1, 1, wo)
+    ky, kx = torch.meshgrid(torch.arange(kh, device=dev, dtype=ct) * dh,
+                            torch.arange(kw, device=dev, dtype=ct) * dw, indexing="ij")
     off = offset.view(b, g, k, 2, ho, wo)
-    py = base_y + ky.reshape(1, 1, k, 1, 1) + off[:, :, :, 0]
-    px = base_x + kx.reshape(1, 1, k, 1, 1) + off[:, :, :, 1]
-    # align_corners=True maps -1..1 onto pixel centres 0..size-1; zeros outside, as torchvision
-    gx = px * (2.0 / max(w - 1, 1)) - 1.0
-    gy = py * (2.0 / max(h - 1, 1)) - 1.0
+    # normalised coordinates: -1..1 over pixel centres 0..size-1
+    gy = (base_y + ky.reshape(1, 1, k, 1, 1) + off[:, :, :, 0]) * (2.0 / (h - 1)) - 1.0
+    gx = (base_x + kx.reshape(1, 1, k, 1, 1) + off[:, :, :, 1]) * (2.0 / (w - 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1).view(b * g, k * ho, wo, 2)
+    del gx, gy
     sampled = F.grid_sample(x.reshape(b * g, c // g, h, w), grid, mode="bilinear",
                             padding_mode="zeros", align_corners=True)
-    sampled = sampled.view(b, g, c // g, k, ho, wo) * mask.view(b, g, 1, k, ho, wo)
-    cols = sampled.reshape(b, c * k, ho * wo)
-    out = torch.matmul(weight.reshape(cout, c * k), cols).view(b, cout, ho, wo)
+    del grid
+    sampled = sampled.view(b, g, c // g, k, ho, wo)
+    m = mask.view(b, g, 1, k, ho, wo)
+    if torch.is_grad_enabled() and (sampled.requires_grad or m.requires_grad):
+        sampled = sampled * m
+    else:  # inference: modulate in place, the k-fold column tensor is the memory peak
+        sampled.mul_(m)
+    out = torch.matmul(weight.reshape(cout, c * k), sampled.view(b, c * k, ho * wo)).view(b, cout, ho, wo)
     if bias is not None:
-        out = out + bias.view(1, cout, 1, 1)
-    return out
+        out = out + bias.to(ct).view(1, cout, 1, 1)
+    return out.to(out_dtype)
 
 
 def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1):
+    """DCNv2 with torchvision's argument semantics, on the backend deform_conv_backend() picks."""
     if deform_conv_backend() == "torchvision":
         return _tv_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
                                  dilation=dilation, mask=mask)

@@ -1,0 +1,146 @@
+"""Where and how the network runs: device, precision, memory layout, threads, tile size, and
+recovery from running out of memory (smaller tiles).
+
+CPU runs in fp32 (reduced precision is slow on most CPUs and gains nothing); CUDA runs under
+autocast in bf16 where the GPU supports it (fp32's range, so the attention's long dot products
+cannot overflow), else fp16, with channels_last convolutions. The default tile is the largest
+that the free GPU memory holds (measured activation cost per LR pixel), a fixed size on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+
+from .errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MULTIPLE = 80  # the network pads LR tiles to multiples of 80 (transformer patches)
+CPU_TILE = 160  # from tools/tile_study.py: see README / report
+DEFAULT_OVERLAP = 16
+MIN_TILE = 80
+MAX_TILE = 960
+# Peak activation bytes per LR tile pixel of the full model (nf=64) in inference, dominated by
+# the HR reconstruction (7 frames x 64 ch x 16 HR px per LR px, two tensors alive) plus slack.
+BYTES_PER_LR_PX_FP32 = 7 * 64 * 16 * 4 * 2.5
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """"auto" = CUDA when available, else CPU; "cuda" (or "cuda:N") fails clearly without it."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(f"device {name!r} requested but CUDA is not available ({why}, torch "
+                             f"{torch.__version__}); use --device cpu or auto")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+
+
+def resolve_precision(name: str | None, device: torch.device) -> torch.dtype:
+    name = (name or "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise InputError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and name == "fp16":
+        raise InputError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    if device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
+        raise InputError("this GPU does not support bf16; use fp16 or fp32")
+    return DTYPES[name]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision for fp16/bf16 (weights stay fp32); a no-op context for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """CPU threads for torch: as asked, else all cores this process may use."""
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:
+            threads = os.cpu_count() or 1
+    threads = max(1, int(threads))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Eval mode on the device; channels_last on CUDA (tensor-core friendly convolutions).
+    Runs happen under inference_mode, so parameters are left as the caller had them."""
+    model = model.eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device, non_blocking=device.type == "cuda")
+
+
+def round_tile(n: int) -> int:
+    """Tiles are multiples of the network's 80-px padding unit: the padding would cost the same
+    compute, so real neighbouring pixels are used instead."""
+    return max(MIN_TILE, int(math.ceil(int(n) / MULTIPLE) * MULTIPLE))
+
+
+def model_width(model) -> int:
+    cfg = getattr(model, "config", None) or {}
+    return int(cfg.get("nf", 64))
+
+
+def default_tile_size(device: torch.device, dtype: torch.dtype = torch.float32, model=None) -> int:
+    """CPU: a fixed size (speed per pixel is flat above it, memory stays ~2 GB). CUDA: the
+    largest multiple of 80 whose estimated activations fill half of the free memory."""
+    if device.type != "cuda":
+        return CPU_TILE
+    free, _ = torch.cuda.mem_get_info(device)
+    per_px = BYTES_PER_LR_PX_FP32 * (model_width(model) / 64) * (0.5 if dtype != torch.float32 else 1.0)
+    side = math.sqrt(0.5 * free / per_px)
+    return int(min(MAX_TILE, max(MIN_TILE, (side // MULTIPLE) * MULTIPLE)))
+
+
+def smaller_tile(tile: int) -> int | None:
+    """Next tile size to try after running out of memory, or None when already minimal."""
+    if tile <= MIN_TILE:
+        return None
+    return max(MIN_TILE, int((tile * 0.7) // MULTIPLE * MULTIPLE))
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA out of memory, or a failed CPU allocation (torch's or numpy's MemoryError)."""
+    if isinstance(exc, (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))):
+        return True
+    msg = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                              or "not enough memory" in msg)
+
+
+def free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

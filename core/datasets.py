@@ -1,0 +1,209 @@
+"""Clip sources for training and evaluation: 7 HR frames and the 4 LR inputs (frames 1, 3, 5, 7).
+
+Three layouts, one interface (``len(ds)``, ``ds.clip(i) -> Clip``):
+
+* ``SeptupletDataset`` - Vimeo-90K septuplet style, how Jilin-189 is distributed and what
+  ``mstt-stvsr synth`` writes: ``<root>/sequences/<clip>/<part>/im1.png .. im7.png`` and a list
+  file (``sep_trainlist.txt`` / ``sep_testlist.txt``, one ``<clip>/<part>`` per line).
+* ``SplitDataset`` - per-split folders of frame sequences:
+  ``<root>/<split>/GT/<seq>/<frame>.png`` (HR, required), ``<root>/<split>/LR4x/<seq>/<frame>.png``
+  (LR, optional: made from GT when absent), ``<root>/<split>/Bicubic4x/...`` (ignored: bicubic is
+  recomputed). Frames sort by name; every run of 7 consecutive frames (``stride`` apart) is a clip.
+* ``GeoTiffFramesDataset`` - a folder of time-ordered GeoTIFF frames (HR only; LR made on the fly),
+  ordered by their acquisition-time tags when all have one, else by file name.
+
+LR not read from disk is made with core/degrade.py (the Jilin-189 degradation). HR frames whose
+size does not divide by 4 are cropped at the bottom/right.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .degrade import SCALE, crop_to_multiple, downsample
+from .errors import InputError
+
+N_FRAMES = 7
+INPUT_POS = (0, 2, 4, 6)
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Clip:
+    name: str
+    hr: np.ndarray  # (7, H, W, 3) uint8
+    lr: np.ndarray  # (4, H/4, W/4, 3) uint8
+
+
+def read_rgb(path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def make_clip(name: str, hr: np.ndarray, lr: np.ndarray | None = None) -> Clip:
+    hr = crop_to_multiple(np.asarray(hr, np.uint8))
+    if lr is None:
+        lr = downsample(hr[list(INPUT_POS)])
+    h, w = hr.shape[1:3]
+    if lr.shape[1:3] != (h // SCALE, w // SCALE):
+        lr = np.ascontiguousarray(lr[:, : h // SCALE, : w // SCALE])
+        if lr.shape[1:3] != (h // SCALE, w // SCALE):
+            raise InputError(f"{name}: LR frames {lr.shape[2]}x{lr.shape[1]} do not match GT {w}x{h} / {SCALE}")
+    return Clip(name, hr, lr)
+
+
+def natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+class SeptupletDataset:
+    """Vimeo septuplet layout (see module docstring)."""
+
+    def __init__(self, root, list_file: str | None = None):
+        self.root = Path(root)
+        if list_file is None:
+            found = [n for n in ("sep_trainlist.txt", "sep_testlist.txt") if (self.root / n).is_file()]
+            if not found:
+                raise InputError(f"{self.root}: no sep_trainlist.txt or sep_testlist.txt (Vimeo septuplet layout)")
+            list_file = found[0]
+        path = self.root / list_file
+        if not path.is_file():
+            raise InputError(f"{path}: list file not found")
+        self.names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        if not self.names:
+            raise InputError(f"{path}: the list is empty")
+        first = self.root / "sequences" / self.names[0]
+        if not (first / "im1.png").is_file():
+            raise InputError(f"{first}: im1.png not found (expected sequences/<clip>/<part>/im1..im7.png)")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def clip(self, i: int) -> Clip:
+        d = self.root / "sequences" / self.names[i]
+        hr = np.stack([read_rgb(d / f"im{t + 1}.png") for t in range(N_FRAMES)])
+        return make_clip(self.names[i], hr)
+
+
+class SplitDataset:
+    """``<root>/<split>/{GT,LR4x}/<seq>/<frame>`` sequences, 7-frame windows ``stride`` apart."""
+
+    def __init__(self, root, split: str = "train", stride: int = 1):
+        self.base = Path(root) / split
+        gt = self.base / "GT"
+        if not gt.is_dir():
+            raise InputError(f"{gt}: not found (expected <root>/<split>/GT/<seq>/<frame>.png)")
+        self.seqs = {}
+        for d in sorted((p for p in gt.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+            frames = sorted((f.name for f in d.iterdir() if f.suffix.lower() in IMAGE_EXT), key=natural_key)
+            if len(frames) >= N_FRAMES:
+                self.seqs[d.name] = frames
+        if not self.seqs:
+            raise InputError(f"{gt}: no sequence folder with at least {N_FRAMES} frames")
+        self.index = [(s, k) for s, fr in self.seqs.items() for k in range(0, len(fr) - N_FRAMES + 1, stride)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def clip(self, i: int) -> Clip:
+        seq, k = self.index[i]
+        names = self.seqs[seq][k:k + N_FRAMES]
+        hr = np.stack([read_rgb(self.base / "GT" / seq / n) for n in names])
+        lr = None
+        lr_dir = self.base / "LR4x" / seq
+        if lr_dir.is_dir():
+            paths = [self._match(lr_dir, names[p]) for p in INPUT_POS]
+            if all(p is not None for p in paths):
+                lr = np.stack([read_rgb(p) for p in paths])
+        return make_clip(f"{seq}/{k}", hr, lr)
+
+    @staticmethod
+    def _match(folder: Path, name: str):
+        """The LR frame with the GT frame's name (any image extension)."""
+        stem = Path(name).stem
+        for ext in (Path(name).suffix, *IMAGE_EXT):
+            p = folder / (stem + ext)
+            if p.is_file():
+                return p
+        return None
+
+
+class GeoTiffFramesDataset:
+    """A folder of HR GeoTIFF frames in time order; 7-frame windows ``stride`` apart."""
+
+    def __init__(self, folder, stride: int = 1, bands=(1, 2, 3)):
+        import rasterio
+
+        self.folder = Path(folder)
+        paths = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in (".tif", ".tiff")),
+                       key=lambda p: natural_key(p.name)) if self.folder.is_dir() else []
+        if len(paths) < N_FRAMES:
+            raise InputError(f"{self.folder}: need at least {N_FRAMES} GeoTIFF frames, found {len(paths)}")
+        times = []
+        for p in paths:
+            with rasterio.open(p) as ds:
+                times.append(_acq_time(ds))
+        if all(t is not None for t in times):
+            paths = [p for _, p in sorted(zip(times, paths), key=lambda tp: tp[0])]
+        self.paths, self.bands = paths, tuple(bands)
+        self.index = list(range(0, len(paths) - N_FRAMES + 1, stride))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def clip(self, i: int) -> Clip:
+        import rasterio
+
+        k = self.index[i]
+        frames = []
+        for p in self.paths[k:k + N_FRAMES]:
+            with rasterio.open(p) as ds:
+                if ds.count < len(self.bands) or ds.dtypes[0] != "uint8":
+                    raise InputError(f"{p}: need >= {len(self.bands)} uint8 bands for training, "
+                                     f"got {ds.count} x {ds.dtypes[0]}")
+                frames.append(ds.read(list(self.bands)).transpose(1, 2, 0))
+        return make_clip(f"{self.folder.name}/{k}", np.stack(frames))
+
+
+def _acq_time(ds):
+    from .timeline import parse_time
+
+    tags = {k.upper(): v for k, v in ds.tags().items()}
+    for key in ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME"):
+        if key in tags:
+            try:
+                return parse_time(tags[key]).replace(tzinfo=None)
+            except ValueError:
+                return None
+    return None
+
+
+def open_dataset(root, layout: str = "auto", split: str = "train", list_file=None, stride: int = 1):
+    """Pick the layout of ``root``: septuplet list file, ``<split>/GT`` folders, or GeoTIFFs."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: data folder does not exist")
+    if layout == "auto":
+        if list_file or any((root / n).is_file() for n in ("sep_trainlist.txt", "sep_testlist.txt")):
+            layout = "septuplet"
+        elif (root / split / "GT").is_dir():
+            layout = "split"
+        elif any(p.suffix.lower() in (".tif", ".tiff") for p in root.iterdir()):
+            layout = "geotiff"
+        else:
+            raise InputError(f"{root}: not a known dataset layout (septuplet list file, "
+                             f"{split}/GT/<seq>/ folders, or a folder of GeoTIFF frames)")
+    if layout == "septuplet":
+        return SeptupletDataset(root, list_file)
+    if layout == "split":
+        return SplitDataset(root, split, stride)
+    if layout == "geotiff":
+        return GeoTiffFramesDataset(root, stride)
+    raise InputError(f"unknown dataset layout {layout!r} (septuplet, split, geotiff or auto)")

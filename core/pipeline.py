@@ -1,0 +1,518 @@
+"""The product's main job: a stack of N georeferenced frames in, 2N-1 frames out, 4x finer.
+
+Order of work, and why:
+1. Validate everything (frames, times, options, existing outputs, weights, output folder)
+   before any work, so that a mistake costs nothing and leaves nothing behind.
+2. Optical flow once per consecutive frame pair (and band group) on the whole LR frame,
+   stored on disk beside the outputs: every tile crops the same motion, so tiles agree.
+3. For each time window (``timeline.plan_windows``), for each tile in raster order: read the
+   window's 4 frames for the tile (reflect-padded at scene borders), run the network once per
+   band group, and hand the outputs the window owns to a ``StreamBlender`` that writes
+   finished HR blocks into that window's output GeoTIFFs. Windows outer, tiles inner: only
+   the 1-3 files of one window are open, and blending memory covers those frames only.
+4. Outputs live under temporary names until everything succeeded, then are renamed together;
+   any error or cancel removes them.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Canceled, InputError, MsttError
+from .geoio import (
+    OutputSet, StackInfo, _open, output_names, output_profile, read_block, read_frame,
+    read_stack_info, source_extras, time_tags, value_scaler, write_frame_metadata, fill_invalid,
+)
+from .tiling import SCALE, StreamBlender, TileGrid, read_reflected, reflect_flow
+from .timeline import output_sources, output_times, plan_windows
+
+FLOW_COST = 0.5  # one pair's optical flow, in units of one network call on one tile (progress)
+
+
+# -- validation ------------------------------------------------------------------------------
+def validate_stack(inputs, *, times=None, out_dir=None, overwrite=False, prefix=None, weights=None,
+                   check_weights=False) -> StackInfo:
+    """Check a stack without doing any work; raise InputError / WeightsError naming the file.
+
+    Returns a ``StackInfo`` (``.summary()`` for people, ``.as_dict()`` for programs). With
+    ``out_dir``, also checks that no output would be overwritten (unless ``overwrite``) and
+    lists the output names in ``info.outputs``; with ``weights`` or ``check_weights``, loads
+    the weights (None = the shipped default)."""
+    info = read_stack_info(inputs, times=times)
+    if out_dir is not None:
+        outs = OutputSet(out_dir, output_names(info, prefix), overwrite)
+        outs.check_existing()
+        info.outputs = [str(p) for p in outs.final]
+    if weights is not None or check_weights:
+        from .weights import load_model
+
+        load_model(weights)
+    return info
+
+
+def check_tiling(tile_size, overlap) -> None:
+    if tile_size is not None and (not isinstance(tile_size, (int, np.integer)) or tile_size < 1):
+        raise InputError(f"tile size must be a positive number of pixels, got {tile_size!r}")
+    if overlap is not None and (not isinstance(overlap, (int, np.integer)) or overlap < 0):
+        raise InputError(f"overlap must be 0 or more pixels, got {overlap!r}")
+
+
+# -- band groups -----------------------------------------------------------------------------
+def band_groups(n: int) -> list:
+    """Positions of colour bands fed to the 3-channel network: (0,1,2), (3,4,5), ... with the
+    last group padded by repeating its last band (a grey image, which the network handles)."""
+    groups = []
+    for s in range(0, n, 3):
+        g = list(range(s, min(s + 3, n)))
+        groups.append(tuple(g + [g[-1]] * (3 - len(g))))
+    return groups
+
+
+# -- optical flow ----------------------------------------------------------------------------
+class FlowStore:
+    """Middle flows (4, H, W) per (band group, pair k -> k+1), on disk when large."""
+
+    IN_MEMORY_BYTES = 64 * 2 ** 20
+
+    def __init__(self, n_groups: int, n_pairs: int, height: int, width: int, outs: OutputSet):
+        self.shape = (4, height, width)
+        nbytes = n_groups * n_pairs * 4 * height * width * 4
+        self.arrays = {}
+        self.on_disk = nbytes > self.IN_MEMORY_BYTES
+        self.outs = outs
+        self.folder = None
+        if self.on_disk:
+            self.folder = outs.temp_path("flows")
+            self.folder.mkdir()
+
+    def put(self, g: int, k: int, flow: np.ndarray) -> None:
+        if self.on_disk:
+            arr = np.lib.format.open_memmap(self.folder / f"g{g}_p{k}.npy", mode="w+", dtype=np.float32, shape=self.shape)
+            arr[...] = flow
+            arr.flush()
+            del arr
+            self.arrays[(g, k)] = np.load(self.folder / f"g{g}_p{k}.npy", mmap_mode="r")
+        else:
+            self.arrays[(g, k)] = np.ascontiguousarray(flow, dtype=np.float32)
+
+    def pair(self, g: int, a: int, b: int):
+        """(array, swapped): flows of pair a->b; the pair b->a is the same with its two
+        halves swapped (mid->a and mid->b exchange roles)."""
+        if b == a + 1:
+            return self.arrays[(g, a)], False
+        if a == b + 1:
+            return self.arrays[(g, b)], True
+        raise ValueError(f"frames {a} and {b} are not neighbours")
+
+    def close(self) -> None:
+        self.arrays.clear()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def compute_flows(info: StackInfo, groups, scaler, outs: OutputSet, step) -> FlowStore:
+    """Flows of each consecutive pair per band group, from whole frames. Each frame is reduced
+    at once to the 8-bit grey image the flow works on (the same reduction ``flows_tensor``
+    applies), so only two small grey frames are held."""
+    from .flow import middle_flows, to_gray_u8
+
+    store = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
+    color = list(info.color_bands)
+
+    def grey(k, bands):
+        return to_gray_u8(read_frame(info.paths[k], bands, scaler)[0].transpose(1, 2, 0))
+
+    for g, group in enumerate(groups):
+        bands = [color[i] for i in group]
+        label = f" (bands {','.join(map(str, sorted(set(bands))))})" if len(groups) > 1 else ""
+        prev = None
+        for k in range(info.n_frames - 1):
+            step(f"optical flow {k + 1}/{info.n_frames - 1}{label}", FLOW_COST)
+            prev = grey(k, bands) if prev is None else prev
+            cur = grey(k + 1, bands)
+            store.put(g, k, middle_flows(np.stack([prev, cur]))[0])
+            prev = cur
+    return store
+
+
+def tile_flows(store: FlowStore, g: int, pairs, tile, height: int, width: int) -> np.ndarray:
+    out = []
+    for a, b in pairs:
+        arr, swapped = store.pair(g, a, b)
+        f = reflect_flow(arr, tile, height, width)
+        out.append(f[[2, 3, 0, 1]] if swapped else f)
+    return np.stack(out)
+
+
+# -- the run ---------------------------------------------------------------------------------
+def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, overlap=None, device="auto",
+              precision="auto", times=None, overwrite=False, cog=False, progress=None, is_canceled=None,
+              log=None, prefix=None, margin=None, threads=None) -> list:
+    """Super-resolve a stack in space (x4) and time (2N-1 frames); return output paths in time
+    order. ``tile_size``/``overlap``/``margin`` in LR pixels (None = defaults; tile sizes are
+    rounded up to the network's 80-px unit). ``times``: N times (list or comma-separated) to
+    use instead of the frames' metadata. ``progress(fraction, message)``, ``is_canceled()``,
+    ``log(line)``: optional callbacks. Raises InputError, WeightsError or Canceled, and then
+    leaves no output file behind."""
+    import rasterio
+
+    from . import accel
+
+    log = log or (lambda line: None)
+    t_start = time.perf_counter()
+    check_tiling(tile_size, overlap)
+    info = read_stack_info(inputs, times=times)
+    outs = OutputSet(out_dir, output_names(info, prefix), overwrite)
+    outs.check_existing()
+    dev = accel.resolve_device(device)
+    dtype = accel.resolve_precision(precision, dev)
+    if model is None:
+        from .weights import load_model
+
+        model = load_model(weights)
+
+    if tile_size and overlap is not None and 2 * overlap >= accel.round_tile(tile_size):
+        raise InputError(f"overlap {overlap} must be less than half the tile size ({accel.round_tile(tile_size)})")
+    outs.prepare()  # creates the folder if needed and checks it can be written
+
+    flows = None
+    was_training = model.training
+    try:
+        if dev.type == "cpu":
+            accel.set_threads(threads)
+        net = accel.prepare_model(model, dev)
+        tile = accel.round_tile(tile_size) if tile_size else accel.default_tile_size(dev, dtype, net)
+        ov = accel.DEFAULT_OVERLAP if overlap is None else int(overlap)
+        for line in info.summary().splitlines():
+            log(line)
+        scaler = value_scaler(info)
+        groups = band_groups(len(info.color_bands))
+        log(f"values: {scaler.how}; device {dev}, {accel.precision_name(dtype)}; "
+            f"{len(groups)} band group(s) of 3")
+        plan = plan_windows(info.n_frames)
+
+        tracker = _Progress(progress, is_canceled)
+        grid = make_grid(info, tile, ov, margin)
+        tracker.total = FLOW_COST * len(groups) * (info.n_frames - 1) + len(plan) * len(grid) * len(groups)
+        flows = compute_flows(info, groups, scaler, outs, tracker.step)
+        while True:
+            grid = make_grid(info, tile, ov, margin)
+            log(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {tile} px, overlap >= {grid.overlap} px, "
+                f"margin {grid.margin} px; {len(plan)} time window(s)")
+            try:
+                with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
+                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker)
+                break
+            except Exception as exc:  # out of (GPU) memory: retry the windows with smaller tiles
+                if not accel.is_oom(exc):
+                    raise
+                accel.free_memory(dev)
+                smaller = accel.smaller_tile(tile)
+                where = "GPU memory" if dev.type == "cuda" else "memory"
+                if smaller is None:
+                    hint = "; use --device cpu" if dev.type == "cuda" else ""
+                    raise MsttError(f"out of {where} even with {tile}-px tiles{hint}") from None
+                log(f"out of {where} with {tile}-px tiles; retrying with {smaller}")
+                tile = smaller
+                tracker.restart(FLOW_COST * len(groups) * (info.n_frames - 1),
+                                len(plan) * len(make_grid(info, tile, ov, margin)) * len(groups))
+        tracker.message("writing" + (" cloud-optimised GeoTIFFs" if cog else ""))
+        paths = outs.commit(cog=cog)
+        tracker.done()
+        log(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s")
+        return paths
+    except BaseException:
+        outs.discard()
+        raise
+    finally:
+        if flows is not None:
+            flows.close()
+        model.train(was_training)  # a caller's model (e.g. during training) is left as it was
+
+
+def make_grid(info: StackInfo, tile: int, overlap: int, margin=None) -> TileGrid:
+    from .accel import MULTIPLE
+
+    ov = min(int(overlap), tile // 2)
+    m = ov // 2 if margin is None else int(margin)
+    return TileGrid(info.height, info.width, tile, ov, m, SCALE, multiple=MULTIPLE)
+
+
+class _Progress:
+    def __init__(self, progress, is_canceled):
+        self.progress, self.is_canceled = progress, is_canceled
+        self.total, self.done_units = 1.0, 0.0
+
+    def check(self):
+        if self.is_canceled is not None and self.is_canceled():
+            raise Canceled("canceled by the user; no output was written")
+
+    def step(self, message: str, units: float = 1.0) -> None:
+        self.check()
+        if self.progress is not None:
+            self.progress(min(0.999, self.done_units / max(self.total, 1e-9)), message)
+        self.done_units += units
+
+    def restart(self, flow_units: float, tile_units: float) -> None:
+        self.total = flow_units + tile_units
+        self.done_units = flow_units
+
+    def message(self, message: str) -> None:
+        self.check()
+        if self.progress is not None:
+            self.progress(min(0.999, self.done_units / max(self.total, 1e-9)), message)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(1.0, "done")
+
+
+def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker) -> None:
+    """All windows x tiles with one grid; writes every output under its temporary name."""
+    import torch
+
+    from . import accel
+
+    profile = output_profile(info)
+    sources = output_sources(info.n_frames)
+    otimes = output_times(info.times) if info.time_source != "none" else [None] * info.n_outputs
+    nc = len(info.color_bands)
+    color = list(info.color_bands)
+    datasets = [_open(p) for p in info.paths]
+    try:
+        for wi, win in enumerate(plan):
+            out_idx = [p for p, _ in win.outputs]
+            positions = [pos for _, pos in win.outputs]
+            writers = []
+            try:
+                for p in out_idx:
+                    dst = _create(outs.temp[p], profile)
+                    writers.append(dst)
+                write = _block_writer(info, scaler, datasets, [sources[p] for p in out_idx], writers)
+                blender = StreamBlender(grid, (len(out_idx), nc), write)
+                for tile in grid:
+                    lr = {}
+                    for f in sorted(set(win.frames)):
+                        lr[f] = read_tile(datasets[f], color, tile, info, scaler)
+                    hr_sum = None
+                    counts = np.zeros(nc, np.float32)
+                    for g, group in enumerate(groups):
+                        tracker.step(f"window {wi + 1}/{len(plan)}, tile {tile.row * len(grid.cols) + tile.col + 1}/{len(grid)}")
+                        x = np.stack([lr[f][list(group)] for f in win.frames])  # (4, 3, th, tw)
+                        fl = tile_flows(flows, g, win.pairs, tile, info.height, info.width)  # (3, 4, th, tw)
+                        with torch.inference_mode(), accel.autocast(dev, dtype):
+                            y = forward_outputs(net, accel.to_device(torch.from_numpy(x)[None], dev),
+                                                accel.to_device(torch.from_numpy(fl)[None], dev), positions)
+                            y = y[0].float().cpu().numpy()  # (F, 3, 4th, 4tw)
+                        if hr_sum is None:
+                            hr_sum = np.zeros((len(out_idx), nc, *y.shape[-2:]), np.float32)
+                        for ch, pos in enumerate(group):  # padded duplicates are averaged
+                            hr_sum[:, pos] += y[:, ch]
+                            counts[pos] += 1
+                    blender.add(tile, hr_sum / counts[None, :, None, None])
+                if not blender.finished():
+                    raise AssertionError("blender did not write every pixel")  # a bug
+                for p, dst in zip(out_idx, writers):
+                    src = sources[p][0]  # a new frame takes tags, GCPs, RPCs from the earlier one
+                    write_frame_metadata(dst, info, source_extras(info.paths[src]),
+                                         _frame_tags(info, p, sources[p], otimes[p]))
+            finally:
+                for dst in writers:
+                    dst.close()
+    finally:
+        for ds in datasets:
+            ds.close()
+
+
+def forward_outputs(net, lr, flows, keep):
+    """``net(lr, flows)[:, keep]`` without reconstructing the outputs that are not kept.
+
+    A window owns only 2-3 of the network's 7 outputs, and the per-frame reconstruction (10
+    residual blocks, x4 upsampling, HR convs) is about half of the network's cost, so this
+    saves about a third; reconstructing them one by one also bounds peak memory to one HR
+    frame's activations. It follows ``MSTT.forward`` stage by stage; tests check it equals
+    the full forward. Networks without these stages run in full."""
+    import torch
+
+    from .model import MSTT, interleave, pad_to_multiple
+    from .transformer import MULTIPLE
+
+    if not isinstance(net, MSTT) or len(keep) == lr.shape[1] * 2 - 1:
+        return net(lr, flows)[:, list(keep)]
+    b, t, c, h, w = lr.shape
+    keep = list(keep)
+    flows = flows.to(lr.dtype)
+    lr_p, fl_p = pad_to_multiple(lr, MULTIPLE), pad_to_multiple(flows, MULTIPLE)
+    hp, wp = lr_p.shape[-2:]
+    feats = net.extract(lr_p.reshape(b * t, c, hp, wp)).view(b, t, -1, hp, wp)
+    seq = net.MSST_former(interleave(feats, net.middle_features(feats, fl_p)))[:, keep]
+    rf = 2 * len(net.recon_trunk) + 4  # as in MSTT.forward: crop padding beyond the receptive field
+    hc, wc = min(hp, h + rf), min(wp, w + rf)
+    seq = seq[..., :hc, :wc]
+    # one frame at a time: the HR activations (64 channels at 4x) dominate peak memory
+    out = torch.stack([net.reconstruct(seq[:, i]) for i in range(len(keep))], dim=1)
+    out = out[..., : SCALE * h, : SCALE * w]
+    if net.skip:
+        out = out + net.base(lr, flows)[:, keep]
+    return out
+
+
+def _create(path, profile):
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(str(path), "w", **profile)
+
+
+def _frame_tags(info: StackInfo, p: int, src: tuple, t) -> dict:
+    tags = {
+        "MSTT_OUTPUT_INDEX": str(p),
+        "MSTT_FRAME": "input" if len(src) == 1 else "interpolated",
+        "MSTT_SOURCES": ";".join(Path(info.paths[k]).name for k in src),
+        "MSTT_SCALE": str(SCALE),
+    }
+    tags.update(time_tags(t))
+    return tags
+
+
+def read_tile(ds, color_bands, tile, info: StackInfo, scaler) -> np.ndarray:
+    """The tile of one frame in [0, 1], (bands, th, tw), reflected beyond the scene, nodata filled."""
+
+    def read(y0, y1, x0, x1):
+        data, valid = read_block(ds, color_bands, y0, y1, x0, x1)
+        return np.stack([scaler.to_unit(data), valid.astype(np.float32)])
+
+    block = read_reflected(read, tile, info.height, info.width)
+    return np.ascontiguousarray(fill_invalid(block[0], block[1] > 0.5))
+
+
+def _block_writer(info: StackInfo, scaler, datasets, sources, writers):
+    """A ``write(y0, y1, x0, x1, block)`` for the blender: unit values -> dtype, nodata (mask
+    upsampled nearest; a new frame is valid where both neighbours are), alpha, then one
+    windowed write per output file."""
+    from rasterio.windows import Window
+
+    color = list(info.color_bands)
+    nodata = info.nodata
+    dt = scaler.dtype
+    needs_mask = _has_mask(datasets[0]) or dt.kind == "f" or bool(info.alpha_bands)
+
+    def valid_for(src, y0, y1, x0, x1):
+        ly0, ly1, lx0, lx1 = y0 // SCALE, -(-y1 // SCALE), x0 // SCALE, -(-x1 // SCALE)
+        ok = None
+        for k in src:
+            _, v = read_block(datasets[k], color, ly0, ly1, lx0, lx1)
+            ok = v if ok is None else ok & v
+        ok = np.repeat(np.repeat(ok, SCALE, axis=1), SCALE, axis=2)
+        return ok[:, y0 - ly0 * SCALE:y1 - ly0 * SCALE, x0 - lx0 * SCALE:x1 - lx0 * SCALE]
+
+    def write(y0, y1, x0, x1, block):
+        win = Window(x0, y0, x1 - x0, y1 - y0)
+        for f, (src, dst) in enumerate(zip(sources, writers)):
+            values = scaler.from_unit(block[f])
+            out = np.empty((info.count, y1 - y0, x1 - x0), dt)
+            if needs_mask:
+                ok = valid_for(src, y0, y1, x0, x1)
+                if nodata is not None:
+                    _nudge(values, ok, nodata, scaler)
+                    values[~ok] = nodata
+                elif dt.kind == "f":
+                    values[~ok] = np.nan
+                elif not info.alpha_bands:
+                    dst.write_mask(np.where(ok.all(axis=0), 255, 0).astype(np.uint8), window=win)
+            for i, b in enumerate(color):
+                out[b - 1] = values[i]
+            for b in info.alpha_bands:
+                out[b - 1] = np.where(ok.all(axis=0), scaler.vmax if dt.kind in "ui" else 1, 0)
+            dst.write(out, window=win)
+
+    return write
+
+
+def _has_mask(ds) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+
+
+def _nudge(values: np.ndarray, ok: np.ndarray, nodata, scaler) -> None:
+    """A valid pixel must not read as nodata: move it one step towards the valid range."""
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return
+    hit = ok & (values == nodata)
+    if not hit.any():
+        return
+    if values.dtype.kind in "ui":
+        values[hit] = nodata + 1 if nodata <= scaler.vmin else nodata - 1
+    else:
+        values[hit] = np.nextafter(values.dtype.type(nodata), values.dtype.type(0 if nodata != 0 else 1))
+
+
+# -- CLI -------------------------------------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda")  # = accel.DEVICES / PRECISIONS, here so that --help needs no torch
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="FRAME", help="input frames in time order (any raster GDAL reads)")
+    parser.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the 2N-1 output GeoTIFFs")
+    parser.add_argument("--weights", metavar="W", help="weights file (.safetensors or upstream .pth); default: the shipped weights")
+    parser.add_argument("--tile-size", type=int, metavar="N", help="tile size in input pixels (rounded up to a multiple of 80; default: 160 on CPU, from free memory on GPU)")
+    parser.add_argument("--overlap", type=int, metavar="N", help="overlap between tiles in input pixels (default 16)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: CUDA if available)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="arithmetic (default auto: fp32 on CPU, bf16/fp16 on CUDA)")
+    parser.add_argument("--times", metavar="T1,T2,...", help="acquisition times of the inputs (ISO 8601), instead of their metadata")
+    parser.add_argument("--prefix", help="output file name prefix (default: the inputs' common name + '_x4')")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network (default: all available)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+
+
+def main(args) -> int:
+    from tqdm import tqdm
+
+    bar = None  # made at the first progress report: a validation error prints one line only
+
+    def progress(frac, msg):
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=100, file=sys.stderr, unit="%", dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
+        bar.n = round(100 * frac, 1)
+        bar.set_postfix_str(msg, refresh=False)
+        bar.refresh()
+
+    def log(line):
+        if args.quiet:
+            return
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    try:
+        paths = run_stack(
+            args.inputs, args.output_dir, weights=args.weights, tile_size=args.tile_size, overlap=args.overlap,
+            device=args.device, precision=args.precision, times=args.times, overwrite=args.overwrite,
+            cog=args.cog, progress=progress, log=log, prefix=args.prefix, threads=args.threads,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        for p in paths:
+            print(p)
+    return 0

@@ -1,0 +1,154 @@
+"""Fixtures for the QGIS tests: one headless QgsApplication per test session (pytest-qgis style,
+written here so it works with Debian's QGIS 3.22), Processing initialised, our provider
+registered, a private QGIS profile, small stacks and a tiny model's weights.
+
+Imported by conftest.py; everything QGIS is imported lazily so that test files that do not use
+these fixtures never load QGIS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv"
+QGIS_PROCESS = VENV / "bin" / "qgis_process"
+QGIS_PROCESS_BIN = Path("/usr/bin/qgis_process.bin")
+PROCESSING_PLUGINS = "/usr/share/qgis/python/plugins"
+ALG = "mstt:spacetimesr"
+TINY = dict(nf=8, groups=2, front_RBs=1, back_RBs=1)
+
+_APP = {}
+
+
+def headless_env(profile: Path | None = None, **extra) -> dict:
+    """Environment for a headless QGIS subprocess; ``profile`` = QGIS_CUSTOM_CONFIG_PATH."""
+    env = dict(os.environ)
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    xdg = Path(tempfile.gettempdir()) / f"mstt-xdg-{os.getuid()}"
+    xdg.mkdir(mode=0o700, exist_ok=True)
+    env["XDG_RUNTIME_DIR"] = str(xdg)
+    if profile is not None:
+        env["QGIS_CUSTOM_CONFIG_PATH"] = str(profile)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def qgis_available() -> bool:
+    try:
+        import qgis.core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def qgis_profile(tmp_path_factory) -> Path:
+    """An empty QGIS profile folder for this session: no user settings, no user plugins."""
+    return tmp_path_factory.mktemp("qgis-profile")
+
+
+@pytest.fixture(scope="session")
+def qgis_app(qgis_profile):
+    """The session's QgsApplication (with GUI classes, offscreen), Processing and our provider."""
+    if not qgis_available():
+        pytest.skip("QGIS Python bindings (python3-qgis) are not installed")
+    if "app" in _APP:
+        return _APP["app"]
+    os.environ.update({k: v for k, v in headless_env(qgis_profile).items()
+                       if k in ("QT_QPA_PLATFORM", "XDG_RUNTIME_DIR", "QGIS_CUSTOM_CONFIG_PATH")})
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], True)
+    QgsApplication.setPrefixPath("/usr", True)
+    app.initQgis()
+    if PROCESSING_PLUGINS not in sys.path:
+        sys.path.append(PROCESSING_PLUGINS)
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    from mstt_stvsr.mstt_qgis.plugin import MsttPlugin
+
+    plugin = MsttPlugin(None)
+    plugin.initProcessing()
+    _APP.update(app=app, plugin=plugin)
+    return app
+
+
+@pytest.fixture
+def project(qgis_app):
+    """QgsProject.instance(), emptied after the test (layers, groups, time settings)."""
+    from qgis.core import QgsProject
+
+    proj = QgsProject.instance()
+    proj.clear()
+    yield proj
+    proj.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny MSTT's weights, so that whole runs take seconds on the shared CPU."""
+    import torch
+
+    from mstt_stvsr.core.model import MSTT
+    from mstt_stvsr.core.weights import save_weights
+
+    torch.manual_seed(0)
+    return save_weights(MSTT(**TINY), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def small_stack(tmp_path_factory) -> list:
+    """3 georeferenced RGB frames 56 x 40, 2 s apart (times in TIFFTAG_DATETIME)."""
+    from stackgen import write_stack
+
+    return write_stack(tmp_path_factory.mktemp("stack"), n=3, h=40, w=56)
+
+
+def run_qgis_process(args, *, env=None, timeout=300, binary=QGIS_PROCESS):
+    """Run qgis_process; return CompletedProcess with text output."""
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env or headless_env(), cwd=str(REPO))
+
+
+def json_result(stdout: str) -> dict:
+    """qgis_process --json output (the JSON document may follow log lines on some builds)."""
+    start = stdout.index("{")
+    return json.loads(stdout[start:])
+
+
+class RecordingFeedback:
+    """Factory for a QgsProcessingFeedback that records what the algorithm reports, and can
+    cancel itself when a progress text starting with ``cancel_at`` arrives."""
+
+    @staticmethod
+    def create(cancel_at: str | None = None):
+        from qgis.core import QgsProcessingFeedback
+
+        class Feedback(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.infos, self.warnings, self.errors, self.texts = [], [], [], []
+
+            def pushInfo(self, info):  # noqa: N802
+                self.infos.append(info)
+
+            def pushWarning(self, warning):  # noqa: N802
+                self.warnings.append(warning)
+
+            def reportError(self, error, fatalError=False):  # noqa: N802, N803
+                self.errors.append(error)
+
+            def setProgressText(self, text):  # noqa: N802
+                self.texts.append(text)
+                if cancel_at and text.startswith(cancel_at):
+                    self.cancel()
+
+        return Feedback()

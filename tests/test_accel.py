@@ -1,0 +1,65 @@
+"""Device and precision choice, tile sizes, out-of-memory recognition."""
+import pytest
+import torch
+
+from mstt_stvsr.core import accel
+from mstt_stvsr.core.errors import InputError
+
+
+def test_auto_device_and_precision():
+    dev = accel.resolve_device("auto")
+    assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert accel.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert accel.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_clear_errors_for_impossible_choices():
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        accel.resolve_device("gpu")
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        accel.resolve_precision("fp8", torch.device("cpu"))
+    with pytest.raises(InputError, match="fp16 needs a CUDA device"):
+        accel.resolve_precision("fp16", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            accel.resolve_device("cuda")
+
+
+def test_autocast_only_for_reduced_precision():
+    with accel.autocast(torch.device("cpu"), torch.float32):
+        assert not torch.is_autocast_enabled("cpu")
+    with accel.autocast(torch.device("cpu"), torch.bfloat16):
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert y.dtype == torch.bfloat16
+
+
+def test_tile_sizes():
+    assert [accel.round_tile(n) for n in (1, 80, 81, 200, 640)] == [80, 80, 160, 240, 640]
+    assert accel.default_tile_size(torch.device("cpu")) == accel.CPU_TILE
+    assert accel.CPU_TILE % accel.MULTIPLE == 0
+    seq = [480]
+    while (t := accel.smaller_tile(seq[-1])) is not None:
+        seq.append(t)
+    assert seq == sorted(seq, reverse=True) and seq[-1] == accel.MIN_TILE and all(t % 80 == 0 for t in seq)
+
+
+def test_out_of_memory_is_recognised():
+    assert accel.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert accel.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert accel.is_oom(MemoryError())
+    assert not accel.is_oom(RuntimeError("shape mismatch"))
+    assert not accel.is_oom(ValueError("out of memory"))
+
+
+def test_cli_choices_match():
+    from mstt_stvsr.core import pipeline
+
+    assert pipeline.DEVICES == accel.DEVICES and pipeline.PRECISIONS == accel.PRECISIONS
+
+
+def test_threads():
+    before = torch.get_num_threads()
+    try:
+        assert accel.set_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

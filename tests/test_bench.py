@@ -1,0 +1,167 @@
+"""Benchmark: a quick run gives sane numbers from one run, FLOPs match the published cost,
+and reduced precision (the GPU fast path's autocast) keeps the output's quality."""
+import json
+import math
+
+import pytest
+import torch
+
+from mstt_stvsr.core import bench, fastpath, pipeline
+from mstt_stvsr.core.model import MSTT
+
+TINY = dict(nf=8, groups=2, front_RBs=1, back_RBs=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def bf16_ok():
+    dtype, why = bench.precision_usable("bf16", torch.device("cpu"))
+    return dtype is not None, why
+
+
+def test_quick_bench_tiny_model(tmp_path):
+    torch.manual_seed(0)
+    model = MSTT(**TINY)
+    use_bf16, _ = bf16_ok()
+    precisions = ("fp32", "bf16") if use_bf16 else ("fp32",)
+    cfg = bench.BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0,
+                                         scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path))
+    lines = []
+    res = bench.run_bench(cfg, model=model, log=lines.append)
+
+    rows = [r for r in res["throughput"] if r.get("status") == "ok"]
+    assert {r["precision"] for r in rows} == set(precisions)
+    flops = bench.count_flops(model, 1, 80, 80)
+    for r in rows:
+        assert r["seconds"] > 0 and r["mp_per_s"] > 0
+        assert math.isclose(r["out_mp"], 7 * 320 * 320 / 1e6)
+        assert math.isclose(r["mp_per_s"], r["out_mp"] / r["seconds"])
+        assert math.isclose(r["gflop"], flops / 1e9)
+        assert math.isclose(r["tflops"], flops / r["seconds"] / 1e12)
+        if r["peak_tflops"]:  # an estimate from this CPU's clock and vector width
+            assert 0 < r["peak_fraction"] == pytest.approx(r["tflops"] / r["peak_tflops"])
+
+    e = res["e2e"]
+    assert e["outputs"] == 7 and e["tile"] == 80 and e["grid"]["tiles"] == 1
+    assert e["windows"]["windows"] == 3 and 1 < e["windows"]["window_factor"] < 3
+    st = e["stages"]
+    for s in ("read", "flow", "model", "write"):
+        assert st[s] > 0, s
+    assert st["model"] > st["read"]
+    assert sum(st.values()) == pytest.approx(e["wall_seconds"], rel=1e-6)
+    assert e["rss_peak_mb"] > e["rss_before_mb"] > 0
+    assert e["mp_per_s"] == pytest.approx(7 * 256 * 256 / 1e6 / e["wall_seconds"])
+
+    ratios = res["ratios"]
+    ref = bench.find_row(res["throughput"], "fp32", 80, 1)
+    ideal = e["out_mp"] / ref["mp_per_s"]
+    assert ratios["run's network time vs untiled 7-output forward"] == pytest.approx(st["model"] / ideal - 1)
+    assert ratios["tiled overhead (overlap, margins; measured)"] == pytest.approx(
+        st["model"] / (ideal * e["windows"]["window_factor"]) - 1)
+    assert ratios["tiled overhead expected (tile area / scene area)"] == pytest.approx(80 * 80 / 64 ** 2 - 1)
+    assert ratios["flow+IO share of wall time"] == pytest.approx((st["read"] + st["flow"] + st["write"]) / e["wall_seconds"])
+    if use_bf16:
+        b = bench.find_row(res["throughput"], "bf16", 80, 1)
+        assert ratios["bf16/fp32 speed-up, tile 80"] == pytest.approx(b["mp_per_s"] / ref["mp_per_s"])
+
+    # the probe gave every pipeline function back
+    assert not hasattr(pipeline.forward_outputs, "__wrapped__")
+    assert not hasattr(pipeline.read_tile, "__wrapped__")
+    assert not list(tmp_path.iterdir())  # the synthetic stack was removed
+
+    path = bench.save_json(res, tmp_path / "r" / "bench.json")
+    back = json.loads(path.read_text())
+    assert back["e2e"]["stages"]["model"] == pytest.approx(st["model"])
+    assert back["ratios"].keys() == ratios.keys()
+    text = bench.format_report(res)
+    assert "out MP/s" in text and "flow+IO share" in text and "grid_sample" in text
+
+
+def test_cli_bench_writes_json(tmp_path):
+    """`mstt-stvsr bench` through the real CLI (full model or shipped weights), network only."""
+    from mstt_stvsr.core import cli
+
+    out = tmp_path / "b.json"
+    rc = cli.main(["bench", "--quick", "--tiles", "80", "--batches", "1", "--precisions", "fp32", "--warmup", "0",
+                   "--scene", "0", "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    (row,) = res["throughput"]
+    assert row["status"] == "ok" and row["mp_per_s"] > 0
+    assert 0.8 * 1435 / 4 < row["gflop"] < 1.25 * 1435 / 4  # full model, 80x80 window
+    assert "e2e" not in res
+
+
+def test_cli_rejects_bad_lists(capsys):
+    from mstt_stvsr.core import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--tiles", "80,abc"])
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_full_model_flops_match_published_cost():
+    """~1435 GFLOP per 4x3x160x160 window (reference README), counted on the meta device."""
+    model = MSTT()
+    flops = bench.count_flops(model, 1, 160, 160)
+    assert 0.75 * 1435e9 < flops < 1.25 * 1435e9
+    assert bench.count_flops(model, 2, 160, 160) == pytest.approx(2 * flops)
+    # the pipeline's analytic cost model (tile choice) agrees, also for non-square tiles
+    for h, w in ((160, 160), (80, 240), (320, 320)):
+        assert fastpath.window_flops(h, w) == pytest.approx(bench.count_flops(model, 1, h, w), rel=0.01)
+
+
+def test_peaks():
+    assert bench.gpu_peaks("NVIDIA H100 80GB HBM3")[0]["bf16"] == 989.0
+    assert bench.gpu_peaks("NVIDIA H200")[0]["fp16"] == 989.0
+    assert bench.gpu_peaks("NVIDIA H100 PCIe")[0]["bf16"] == 756.0
+    peaks, why = bench.gpu_peaks("Some Future GPU")
+    assert peaks == {} and "unknown" in why
+    peaks, why = bench.cpu_peaks(2)
+    if peaks:
+        assert peaks["bf16"] >= peaks["fp32"] > 0 and "estimate" in why
+    else:
+        assert "unknown" in why
+
+
+def psnr(a, b):
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-20))
+
+
+def test_bf16_autocast_keeps_psnr():
+    """Fast path: bf16 autocast changes the PSNR against ground truth by <= 0.05 dB."""
+    ok, why = bf16_ok()
+    if not ok:
+        pytest.skip(f"CPU bf16 autocast not usable here: {why}")
+    from mstt_stvsr.core.degrade import downsample
+    from mstt_stvsr.core.flow import flows_tensor
+    from mstt_stvsr.core.synth import make_clip
+    from mstt_stvsr.core.weights import default_weights_path, load_model
+
+    if default_weights_path().exists():
+        model = load_model(None)
+    else:  # untrained: give the residual branch real weights, else output = the parameter-free base
+        torch.manual_seed(0)
+        model = MSTT()
+        torch.nn.init.kaiming_uniform_(model.conv_last.weight, a=5 ** 0.5)
+        torch.nn.init.uniform_(model.conv_last.bias, -0.05, 0.05)
+    model.eval()
+    clip, _ = make_clip(3, size=(320, 320), frames=7)
+    gt = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255  # (7, 3, 320, 320)
+    lr = torch.from_numpy(downsample(clip[0::2])).permute(0, 3, 1, 2).float()[None] / 255
+    fl = flows_tensor(lr)
+    with torch.inference_mode():
+        y32 = model(lr, fl)[0].clamp(0, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y16 = model(lr, fl)[0].float().clamp(0, 1)
+    assert y16.dtype == torch.float32 and not torch.equal(y16, y32)  # bf16 really ran
+    gap = abs(psnr(y16, gt) - psnr(y32, gt))
+    assert gap <= 0.05, gap
+    assert psnr(y16, y32) > 40

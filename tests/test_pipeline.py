@@ -1,0 +1,386 @@
+"""run_stack end to end with a tiny network: georeferencing under several CRSs (one rotated),
+N = 2, 4, 5, 9, uint8/uint16/float32, nodata, alpha, band groups, times, tiled vs untiled,
+cancel and every error case (which must leave no file behind)."""
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from mstt_stvsr.core.errors import Canceled, InputError, WeightsError
+from mstt_stvsr.core.geoio import hr_transform
+from mstt_stvsr.core.model import MSTT
+from mstt_stvsr.core.pipeline import band_groups, forward_outputs, run_stack, validate_stack
+from mstt_stvsr.core.timeline import parse_time
+from stackgen import write_stack
+
+
+def tiny(residual=0.0, seed=0):
+    """Tiny MSTT; ``residual`` > 0 randomises its last conv so the network, not only the
+    parameter-free bicubic/flow base, shapes the output."""
+    torch.manual_seed(seed)
+    m = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1)
+    if residual:
+        torch.nn.init.normal_(m.conv_last.weight, std=residual)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+def read(path):
+    """(values, profile, tags, description) of a raster; description has crs, transform, ..."""
+    from types import SimpleNamespace
+
+    with rasterio.open(path) as ds:
+        meta = SimpleNamespace(crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height, count=ds.count,
+                               nodata=ds.nodata, descriptions=ds.descriptions, colorinterp=ds.colorinterp)
+        return ds.read(), ds.profile, ds.tags(), meta
+
+
+def lr_valid(path):
+    with rasterio.open(path) as ds:
+        return ds.read_masks() > 0
+
+
+def up(mask):
+    return np.repeat(np.repeat(mask, 4, axis=-2), 4, axis=-1)
+
+
+def block_mean(a):
+    c, h, w = a.shape
+    return a.reshape(c, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
+
+
+def listing(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else None
+
+
+CASES = {
+    "utm-uint8-N2": dict(n=2, crs="EPSG:32633", dtype="uint8", times=None),
+    "rotated-uint16-nbits-nodata-N4": dict(
+        n=4, crs="EPSG:2193", transform=Affine(1.5, 0.4, 1750000.0, 0.3, -1.5, 5900000.0), dtype="uint16",
+        nbits=12, nodata=0, nodata_box=(5, 12, 10, 20), times="iso"),
+    "geographic-uint16-N5": dict(n=5, crs="EPSG:4326", transform=Affine(1e-5, 0, 13.4, 0, -1e-5, 52.5),
+                                 dtype="uint16", nodata=65535, nodata_box=(0, 24, 20, 32), times=None),
+    "webmercator-uint8-nodata-N9": dict(n=9, crs="EPSG:3857", transform=Affine(0.8, 0, 1.49e6, 0, -0.8, 6.89e6),
+                                        dtype="uint8", nodata=255, times="tag"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_georeferenced_stack(tmp_path, model, case):
+    """Also: N=2 takes --times and a weights file; N=5 writes COGs with a name prefix."""
+    spec = dict(CASES[case])
+    n = spec["n"]
+    paths = write_stack(tmp_path / "in", h=24, w=32, descriptions=["r", "g", "b"], **spec)
+    fractions = []
+    kwargs = dict(model=model)
+    if n == 2:
+        from mstt_stvsr.core.weights import save_weights
+
+        kwargs = dict(weights=save_weights(model, tmp_path / "tiny.safetensors"),
+                      times=["2022-06-01T08:00:00Z", "2022-06-01T08:00:03Z"])
+        spec["times"] = kwargs["times"]
+    if n == 5:
+        kwargs.update(cog=True, prefix="scene")
+    info = validate_stack(paths, out_dir=tmp_path / "out", **{k: v for k, v in kwargs.items() if k in ("weights", "times", "prefix")})
+    assert not (tmp_path / "out").exists()
+    out = run_stack(paths, tmp_path / "out", progress=lambda f, m: fractions.append(f), **kwargs)
+    assert out == info.outputs
+    assert len(out) == 2 * n - 1 and out == sorted(out)
+    assert listing(tmp_path / "out") == sorted(Path(p).name for p in out)  # nothing else left
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    with rasterio.open(paths[0]) as src:
+        src_crs, src_t, src_ci = src.crs, src.transform, src.colorinterp
+    if n == 2:
+        in_times = [parse_time(t) for t in kwargs["times"]]
+    else:
+        in_times = [parse_time(read(p)[2].get("TIFFTAG_DATETIME") or read(p)[2].get("ACQUISITIONDATETIME") or "2000-01-01") for p in paths]
+    for i, p in enumerate(out):
+        if n == 5:
+            assert Path(p).name == f"scene_t{i:03d}.tif"
+            with rasterio.open(p) as ds:
+                assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        data, prof, tags, ds = read(p)
+        assert ds.crs == src_crs
+        assert ds.transform.almost_equals(hr_transform(src_t), precision=1e-12)
+        assert (ds.width, ds.height, ds.count) == (128, 96, 3)
+        assert prof["dtype"] == spec["dtype"] and ds.nodata == spec.get("nodata")
+        assert ds.descriptions == ("r", "g", "b") and ds.colorinterp == src_ci
+        assert prof["compress"] == "deflate" and prof["tiled"]
+        src_frames = [i // 2] if i % 2 == 0 else [i // 2, i // 2 + 1]
+        assert tags["MSTT_SOURCES"] == ";".join(Path(paths[k]).name for k in src_frames)
+        if spec["times"]:
+            expect = in_times[i // 2] if i % 2 == 0 else in_times[i // 2] + (in_times[i // 2 + 1] - in_times[i // 2]) / 2
+            assert parse_time(tags["ACQUISITIONDATETIME"]).replace(tzinfo=None) == expect.replace(tzinfo=None)
+            assert parse_time(tags["TIFFTAG_DATETIME"]) == expect.replace(tzinfo=None, microsecond=0)
+            if n == 2 and i == 1:
+                assert tags["ACQUISITIONDATETIME"] == "2022-06-01T08:00:01.500000+00:00"
+        else:
+            assert "TIFFTAG_DATETIME" not in tags
+        # nodata exactly where the source pixel(s) had none (a new frame: where either had none)
+        valid = np.logical_and.reduce([up(lr_valid(paths[k])) for k in src_frames])
+        if spec.get("nodata") is not None:
+            assert np.array_equal(data != spec["nodata"], valid)
+        else:
+            assert valid.all()
+        if i % 2 == 0:  # an input frame, 4x finer, lines up with its source pixel for pixel
+            lr = read(paths[i // 2])[0].astype(np.float64)
+            v = valid[:, ::4, ::4] & np.roll(valid[:, ::4, ::4], 1, axis=2)
+            err = np.abs(block_mean(data.astype(np.float64)) - lr)[v].mean()
+            shifted = np.abs(np.roll(lr, 1, axis=2) - lr)[v].mean()
+            assert err < 0.25 * shifted
+
+
+def test_forward_outputs_equals_full_forward():
+    net = tiny(0.05)
+    torch.manual_seed(3)
+    lr = torch.rand(1, 4, 3, 40, 56)
+    flows = torch.randn(1, 3, 4, 40, 56)
+    with torch.inference_mode():
+        full = net(lr, flows)
+        part = forward_outputs(net, lr, flows, [2, 3, 4])
+    torch.testing.assert_close(part, full[:, [2, 3, 4]], rtol=1e-5, atol=1e-5)
+
+
+def test_untiled_run_equals_the_network_on_whole_frames(tmp_path):
+    """A scene of exactly one tile, no margin: each output is the network's output for the
+    window it was assigned (flows from whole frames), to rounding."""
+    from mstt_stvsr.core.flow import flows_tensor
+
+    net = tiny(0.05)
+    paths = write_stack(tmp_path / "in", n=2, h=80, w=80)
+    out = run_stack(paths, tmp_path / "out", model=net, margin=0)
+    lr = torch.from_numpy(np.stack([read(p)[0] for p in paths]).astype(np.float32) / 255)
+    x = lr[[1, 0, 1, 0]][None]  # N=2: one window, mirrored
+    with torch.inference_mode():
+        y = net(x, flows_tensor(x))[0].numpy()
+    for p, pos in [(0, 2), (1, 3), (2, 4)]:
+        expect = np.clip(np.rint(y[pos] * 255), 0, 255)
+        got = read(out[p])[0].astype(np.float64)
+        assert np.abs(got - expect).max() <= 1
+
+
+def test_tiled_agrees_with_untiled_and_has_no_seams(tmp_path):
+    """Tiny random network: tiles of 80 with 16 overlap vs one tile for the whole scene."""
+    net = tiny(0.05)
+    paths = write_stack(tmp_path / "in", n=2, h=100, w=100)
+    tiled = run_stack(paths, tmp_path / "tiled", model=net, tile_size=80, overlap=16)
+    whole = run_stack(paths, tmp_path / "whole", model=net, tile_size=240, overlap=16)
+    from mstt_stvsr.core.pipeline import make_grid
+    from mstt_stvsr.core.geoio import read_stack_info
+
+    grid = make_grid(read_stack_info(paths), 80, 16)
+    assert len(grid) == 4
+    rows, cols = grid.seam_lines()
+    for a, b in zip(tiled, whole):
+        d = np.abs(read(a)[0].astype(np.float64) - read(b)[0].astype(np.float64)).mean(axis=0)
+        print(f"mean |tiled - whole| {d.mean():.3f} DN; near seams {d[near_seams(d.shape, rows, cols)].mean():.3f}, "
+              f"elsewhere {d[~near_seams(d.shape, rows, cols)].mean():.3f}")
+        assert d.mean() <= 1.0
+        near = near_seams(d.shape, rows, cols)
+        assert d[near].mean() <= 1.5 * d[~near].mean() + 0.1
+
+
+def near_seams(shape, rows, cols, half=8):
+    near = np.zeros(shape, bool)
+    for r in rows:
+        near[r - half:r + half] = True
+    for c in cols:
+        near[:, c - half:c + half] = True
+    return near
+
+
+def test_band_groups():
+    assert band_groups(3) == [(0, 1, 2)]
+    assert band_groups(1) == [(0, 0, 0)]
+    assert band_groups(4) == [(0, 1, 2), (3, 3, 3)]
+    assert band_groups(8) == [(0, 1, 2), (3, 4, 5), (6, 7, 7)]
+
+
+@pytest.mark.parametrize("kind", ["4-band-uint16", "1-band", "rgba", "float32-nan", "internal-mask"])
+def test_bands_values_and_masks(tmp_path, model, kind):
+    if kind == "4-band-uint16":
+        paths = write_stack(tmp_path / "in", n=2, h=20, w=24, count=4, dtype="uint16", descriptions=list("BGRN"))
+    elif kind == "1-band":
+        paths = write_stack(tmp_path / "in", n=2, h=20, w=24, count=1)
+    elif kind == "rgba":
+        from rasterio.enums import ColorInterp as CI
+
+        paths = write_stack(tmp_path / "in", n=2, h=20, w=24, count=4, colorinterp=[CI.red, CI.green, CI.blue, CI.alpha])
+        for p in paths:
+            with rasterio.open(p, "r+") as ds:
+                a = np.full((20, 24), 255, np.uint8)
+                a[:6, :6] = 0
+                ds.write(a, 4)
+    elif kind == "internal-mask":
+        paths = write_stack(tmp_path / "in", n=2, h=20, w=24)
+        for p in paths:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(p, "r+") as ds:
+                m = np.full((20, 24), 255, np.uint8)
+                m[:6, :6] = 0
+                ds.write_mask(m)
+    else:
+        paths = write_stack(tmp_path / "in", n=2, h=20, w=24, dtype="float32", nodata=float("nan"))
+    out = run_stack(paths, tmp_path / "out", model=model)
+    assert listing(tmp_path / "out") == sorted(Path(p).name for p in out)
+    src, sprof, _, sds = read(paths[0])
+    data, prof, _, ds = read(out[0])
+    assert data.dtype == src.dtype and ds.count == sds.count and ds.descriptions == sds.descriptions
+    if kind == "rgba":
+        assert ds.colorinterp[3].name == "alpha"
+        assert np.array_equal(data[3], up(src[3] > 0).astype(np.uint8) * 255)
+        colour = slice(0, 3)
+    elif kind == "float32-nan":
+        assert np.array_equal(np.isnan(data), up(np.isnan(src)))
+        colour = slice(0, 3)
+    elif kind == "internal-mask":
+        with rasterio.open(out[0]) as ds_out:
+            assert np.array_equal(ds_out.read_masks(1) > 0, up(lr_valid(paths[0])[0]))
+        colour = slice(0, 3)
+    else:
+        colour = slice(0, sds.count)
+    # every band lines up with its own source band: bands were not mixed up across groups
+    lr = src[colour].astype(np.float64)
+    got = block_mean(np.nan_to_num(data[colour].astype(np.float64)))
+    ok = np.isfinite(lr) & (np.nan_to_num(lr) != 0 if kind == "rgba" else True)
+    ok[:, :6, :6] = False
+    for b in range(lr.shape[0]):
+        errs = [np.abs(got[b] - np.nan_to_num(lr[o]))[ok[b]].mean() for o in range(lr.shape[0])]
+        assert int(np.argmin(errs)) == b
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, model):
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    out = run_stack(paths, tmp_path / "out", model=model)
+    before = {p: os.stat(p).st_mtime_ns for p in out}
+    with pytest.raises(InputError, match=r"frame_x4_t000\.tif already exists .*--overwrite"):
+        run_stack(paths, tmp_path / "out", model=model)
+    assert {p: os.stat(p).st_mtime_ns for p in out} == before
+    again = run_stack(paths, tmp_path / "out", model=model, overwrite=True)
+    assert again == out and listing(tmp_path / "out") == sorted(Path(p).name for p in out)
+
+
+def _mismatch(paths):
+    with rasterio.open(paths[1]) as src:
+        prof, data = src.profile, src.read()
+    prof["crs"] = "EPSG:4326"
+    with rasterio.open(paths[1], "w", **prof) as dst:
+        dst.write(data)
+
+
+ERRORS = {
+    "one frame": (lambda p, d: dict(inputs=p[:1]), InputError, "at least 2 frames"),
+    "missing frame": (lambda p, d: dict(inputs=[p[0], str(d / "gone.tif")]), InputError, r"gone\.tif: file not found"),
+    "CRS mismatch": (lambda p, d: (_mismatch(p), dict())[1], InputError, r"frame_01\.tif: CRS EPSG:4326 differs"),
+    "times count": (lambda p, d: dict(times="2021-01-01"), InputError, "gives 1 times for 3 input frames"),
+    "times order": (lambda p, d: dict(times="2021-01-03,2021-01-02,2021-01-04"), InputError, "not after"),
+    "bad time": (lambda p, d: dict(times="2021-01-01,noon,2021-01-03"), InputError, "'noon'"),
+    "weights missing": (lambda p, d: dict(model=None, weights=str(d / "none.safetensors")), WeightsError, r"none\.safetensors"),
+    "weights corrupt": (lambda p, d: ((d / "bad.safetensors").write_bytes(b"\0" * 64),
+                                      dict(model=None, weights=str(d / "bad.safetensors")))[1], WeightsError, r"bad\.safetensors"),
+    "output is a file": (lambda p, d: ((d / "out").write_text("x"), dict())[1], InputError, "is a file"),
+    "bad device": (lambda p, d: dict(device="tpu"), InputError, "unknown device 'tpu'"),
+    "bad tile": (lambda p, d: dict(tile_size=0), InputError, "tile size"),
+    "overlap too large": (lambda p, d: dict(tile_size=160, overlap=80), InputError, "less than half the tile size"),
+}
+
+
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_errors_before_any_work_leave_nothing(tmp_path, model, name):
+    paths = write_stack(tmp_path / "in", n=3, h=16, w=16)
+    setup, exc, pattern = ERRORS[name]
+    kwargs = dict(inputs=paths, model=model)
+    kwargs.update(setup(paths, tmp_path))
+    calls = []
+    with pytest.raises(exc, match=pattern):
+        run_stack(kwargs.pop("inputs"), tmp_path / "out", progress=lambda f, m: calls.append(f), **kwargs)
+    assert calls == []  # failed before any work
+    assert sorted(os.listdir(tmp_path)) == sorted(["in"] + (["bad.safetensors"] if "corrupt" in name else []) + (
+        ["out"] if name == "output is a file" else []))
+
+
+def test_cuda_requested_without_cuda(tmp_path, model):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        run_stack(paths, tmp_path / "out", model=model, device="cuda")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how", ["cancel", "error in callback"])
+def test_cancel_or_crash_mid_run_removes_everything(tmp_path, model, how):
+    paths = write_stack(tmp_path / "in", n=3, h=16, w=16)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    seen = []
+
+    def progress(f, msg):
+        seen.append(msg)
+        if how == "error in callback" and msg.startswith("window 2"):
+            raise RuntimeError("boom")
+
+    def canceled():
+        return any(m.startswith("window 2") for m in seen)
+
+    with pytest.raises(Canceled if how == "cancel" else RuntimeError):
+        run_stack(paths, tmp_path / "out", model=model, progress=progress, is_canceled=canceled)
+    assert any(m.startswith("window 1") for m in seen)  # it was well under way
+    assert listing(tmp_path / "out") == ["keep.txt"]
+
+
+def test_large_flows_go_to_disk_and_are_removed(tmp_path, model, monkeypatch):
+    from mstt_stvsr.core import pipeline
+
+    monkeypatch.setattr(pipeline.FlowStore, "IN_MEMORY_BYTES", 0)
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    seen = []
+    out = run_stack(paths, tmp_path / "out", model=model,
+                    progress=lambda f, m: seen.append(sorted(os.listdir(tmp_path / "out"))))
+    assert any(any(n.endswith("flows") for n in names) for names in seen)
+    assert listing(tmp_path / "out") == sorted(Path(p).name for p in out)
+
+
+
+
+OOM_CHILD = r"""
+import resource, sys, tempfile
+import torch
+from mstt_stvsr.core.model import MSTT
+from mstt_stvsr.core.pipeline import run_stack
+from stackgen import write_stack
+torch.manual_seed(0)
+m = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
+d = tempfile.mkdtemp()
+paths = write_stack(d + "/in", n=2, h=100, w=100)
+run_stack(paths, d + "/warm", model=m, tile_size=80, threads=1)  # every library loaded, 80-px peak seen
+vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+lim = vm + 200 * 2 ** 20  # room for 80-px tiles, not for 160-px ones
+resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+out = run_stack(paths, sys.argv[1], model=m, tile_size=160, overlap=16, log=print, threads=1)
+print("outputs", len(out))
+"""
+
+
+def test_out_of_memory_retries_with_smaller_tiles(tmp_path):
+    """A real allocation failure (address space capped): the run restarts its windows with
+    smaller tiles and still writes every output once, nothing else."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", OOM_CHILD, str(tmp_path / "out")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "out of memory with 160-px tiles; retrying with 80" in r.stdout
+    assert "outputs 3" in r.stdout
+    assert len(os.listdir(tmp_path / "out")) == 3
