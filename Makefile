@@ -37,11 +37,13 @@ test-fast: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: setup
-	@$(PY) tools/demo.py
+	@$(PY) tools/demo.py $(DEMO_ARGS)
 
 package:
 	@/usr/bin/python3 tools/package.py
 
+# CPU machines: the quick mode (minutes). On a GPU: make bench BENCH_ARGS= (full sizes).
+BENCH_ARGS ?= $(shell $(PY) -c "import torch; print('' if torch.cuda.is_available() else '--quick')" 2>/dev/null || echo --quick)
 bench: setup
 	$(VENV)/bin/mstt-stvsr bench $(BENCH_ARGS)
 

@@ -2,7 +2,8 @@
 profile and georeferencing, and outputs written under temporary names then renamed together.
 
 Everything here reads or writes windows; no function holds a whole HR frame. The only
-whole-LR-frame read is ``read_frame`` (optical flow needs whole frames).
+whole-LR-frame read is ``read_frame`` (optical flow needs whole frames), which keeps the frame
+only in reduced form (one grey band).
 """
 from __future__ import annotations
 
@@ -203,7 +204,8 @@ def read_stack_info(paths, times=None) -> StackInfo:
             missing = next(p for p, m in zip(paths, metas) if m["time_text"] is None)
             notes.append(f"note: {missing} has no acquisition time in its metadata; times ignored")
     if not first["georeferenced"]:
-        notes.append(f"note: {paths[0]} is not georeferenced; outputs will not be either")
+        notes.append(f"note: {paths[0]} is georeferenced by {first['control']}; they are scaled to the output pixels"
+                     if first["control"] else f"note: {paths[0]} is not georeferenced; outputs will not be either")
     return StackInfo(
         paths=paths, width=first["size"][0], height=first["size"][1], count=first["count"],
         dtype=first["dtype"], crs=first["crs"], transform=first["transform"],
@@ -229,7 +231,8 @@ def _frame_meta(ds, path) -> dict:
     except ValueError:
         colormap = False
     georef = not ds.transform.is_identity or ds.crs is not None
-    return dict(
+    control = "GCPs" if ds.gcps[0] else "RPCs" if ds.rpcs is not None else None
+    return dict(control=control, 
         size=(ds.width, ds.height), count=ds.count, dtype=ds.dtypes[0], crs=ds.crs, transform=ds.transform,
         georeferenced=georef, nodata=ds.nodata, colorinterp=tuple(ds.colorinterp),
         descriptions=tuple(ds.descriptions), nbits=int(nbits) if nbits else None, time_text=text, time_key=key,
@@ -339,12 +342,21 @@ def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_frame(path, bands, scaler: ValueScaler) -> tuple:
-    """A whole LR frame scaled to [0, 1] (len(bands), H, W) with invalid pixels filled, and its
-    validity; used only for optical flow, which needs whole frames."""
+def read_frame(path, bands, scaler: ValueScaler, convert, strip: int = 1024) -> np.ndarray:
+    """A whole LR frame in reduced form: ``convert`` maps each strip of rows, (h, w, bands)
+    float in [0, 1] with invalid pixels filled, to (h, w) (e.g. the grey image optical flow
+    works on). Only the reduced frame is held whole; for frames of up to ``strip`` rows
+    this equals converting the whole frame at once."""
     with _open(path) as ds:
-        data, valid = read_block(ds, bands, 0, ds.height, 0, ds.width)
-    return fill_invalid(scaler.to_unit(data), valid), valid
+        out = None
+        for y in range(0, ds.height, strip):
+            y1 = min(ds.height, y + strip)
+            data, valid = read_block(ds, bands, y, y1, 0, ds.width)
+            part = convert(fill_invalid(scaler.to_unit(data), valid).transpose(1, 2, 0))
+            if out is None:
+                out = np.empty((ds.height, ds.width), part.dtype)
+            out[y:y1] = part
+    return out
 
 
 # -- writing ---------------------------------------------------------------------------------

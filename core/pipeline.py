@@ -26,8 +26,8 @@ import numpy as np
 
 from .errors import Canceled, InputError, MsttError
 from .geoio import (
-    OutputSet, StackInfo, _open, output_names, output_profile, read_block, read_frame,
-    read_stack_info, source_extras, time_tags, value_scaler, write_frame_metadata, fill_invalid,
+    OutputSet, StackInfo, _open, fill_invalid, output_names, output_profile, read_block, read_frame,
+    read_stack_info, source_extras, time_tags, value_scaler, write_frame_metadata,
 )
 from .tiling import SCALE, StreamBlender, TileGrid, read_reflected, reflect_flow
 from .timeline import output_sources, output_times, plan_windows
@@ -91,15 +91,20 @@ class FlowStore:
             self.folder = outs.temp_path("flows")
             self.folder.mkdir()
 
-    def put(self, g: int, k: int, flow: np.ndarray) -> None:
+    def writable(self, g: int, k: int) -> np.ndarray:
+        """A zeroed (4, H, W) array to fill with the flows of pair k; then ``seal`` it."""
         if self.on_disk:
-            arr = np.lib.format.open_memmap(self.folder / f"g{g}_p{k}.npy", mode="w+", dtype=np.float32, shape=self.shape)
-            arr[...] = flow
+            return np.lib.format.open_memmap(self.folder / f"g{g}_p{k}.npy", mode="w+", dtype=np.float32,
+                                             shape=self.shape)
+        return np.zeros(self.shape, np.float32)
+
+    def seal(self, g: int, k: int, arr: np.ndarray) -> None:
+        if self.on_disk:
             arr.flush()
             del arr
             self.arrays[(g, k)] = np.load(self.folder / f"g{g}_p{k}.npy", mmap_mode="r")
         else:
-            self.arrays[(g, k)] = np.ascontiguousarray(flow, dtype=np.float32)
+            self.arrays[(g, k)] = arr
 
     def pair(self, g: int, a: int, b: int):
         """(array, swapped): flows of pair a->b; the pair b->a is the same with its two
@@ -116,17 +121,18 @@ class FlowStore:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def compute_flows(info: StackInfo, groups, scaler, outs: OutputSet, step) -> FlowStore:
-    """Flows of each consecutive pair per band group, from whole frames. Each frame is reduced
-    at once to the 8-bit grey image the flow works on (the same reduction ``flows_tensor``
-    applies), so only two small grey frames are held."""
-    from .flow import middle_flows, to_gray_u8
+def compute_flows(info: StackInfo, groups, scaler, outs: OutputSet, step, clock) -> FlowStore:
+    """Flows of each consecutive pair per band group, for the whole scene. Each frame is read
+    straight into the grey image the flow works on (the luma ``flows_tensor`` takes), so only
+    two grey frames are held."""
+    from .flow import to_gray
 
     store = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
     color = list(info.color_bands)
 
     def grey(k, bands):
-        return to_gray_u8(read_frame(info.paths[k], bands, scaler)[0].transpose(1, 2, 0))
+        with clock("read"):
+            return read_frame(info.paths[k], bands, scaler, to_gray)
 
     for g, group in enumerate(groups):
         bands = [color[i] for i in group]
@@ -136,9 +142,39 @@ def compute_flows(info: StackInfo, groups, scaler, outs: OutputSet, step) -> Flo
             step(f"optical flow {k + 1}/{info.n_frames - 1}{label}", FLOW_COST)
             prev = grey(k, bands) if prev is None else prev
             cur = grey(k + 1, bands)
-            store.put(g, k, middle_flows(np.stack([prev, cur]))[0])
+            arr = store.writable(g, k)
+            with clock("flow"):
+                scene_flows(prev, cur, arr)
+            store.seal(g, k, arr)
             prev = cur
     return store
+
+
+FLOW_BLOCK, FLOW_OVERLAP = 1024, 64
+
+
+def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray) -> None:
+    """Middle flows (4, H, W) of two grey frames into ``out`` (zeroed).
+
+    Frames up to FLOW_BLOCK pixels a side are processed whole. Larger scenes go in blocks of
+    FLOW_BLOCK overlapping by FLOW_OVERLAP, blended with the tiles' raised-cosine weights: the
+    flow's memory (about 200 bytes per pixel in DIS) would otherwise grow with the scene (3.5 GB
+    for 4096 x 4096), while satellite-video motion (a few pixels) is well inside a block. The
+    result is still one field for the whole scene, computed once, so tiles agree on motion."""
+    from .flow import middle_flows
+    from .tiling import axis_spans, axis_weights
+
+    h, w = prev.shape[:2]
+    if h <= FLOW_BLOCK and w <= FLOW_BLOCK:
+        out[...] = middle_flows(np.stack([prev, cur]))[0]
+        return
+    rows, cols = axis_spans(h, FLOW_BLOCK, FLOW_OVERLAP), axis_spans(w, FLOW_BLOCK, FLOW_OVERLAP)
+    wy, wx = axis_weights(rows, h, scale=1), axis_weights(cols, w, scale=1)
+    for r, ys in enumerate(rows):
+        for c, xs in enumerate(cols):
+            sy, sx = slice(ys.start, ys.stop), slice(xs.start, xs.stop)
+            f = middle_flows(np.stack([prev[sy, sx], cur[sy, sx]]))[0]
+            out[:, sy, sx] += f * (wy[r][:, None] * wx[c][None, :])
 
 
 def tile_flows(store: FlowStore, g: int, pairs, tile, height: int, width: int) -> np.ndarray:
@@ -153,13 +189,14 @@ def tile_flows(store: FlowStore, g: int, pairs, tile, height: int, width: int) -
 # -- the run ---------------------------------------------------------------------------------
 def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, overlap=None, device="auto",
               precision="auto", times=None, overwrite=False, cog=False, progress=None, is_canceled=None,
-              log=None, prefix=None, margin=None, threads=None) -> list:
+              log=None, prefix=None, margin=None, threads=None, timings=None) -> list:
     """Super-resolve a stack in space (x4) and time (2N-1 frames); return output paths in time
     order. ``tile_size``/``overlap``/``margin`` in LR pixels (None = defaults; tile sizes are
     rounded up to the network's 80-px unit). ``times``: N times (list or comma-separated) to
     use instead of the frames' metadata. ``progress(fraction, message)``, ``is_canceled()``,
-    ``log(line)``: optional callbacks. Raises InputError, WeightsError or Canceled, and then
-    leaves no output file behind."""
+    ``log(line)``: optional callbacks. ``timings``: a dict that receives seconds spent per
+    stage ("read", "flow", "model", "blend", "write"; exclusive). Raises InputError,
+    WeightsError or Canceled, and then leaves no output file behind."""
     import rasterio
 
     from . import accel
@@ -198,16 +235,17 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
         plan = plan_windows(info.n_frames)
 
         tracker = _Progress(progress, is_canceled)
+        clock = _Clock(timings, dev)
         grid = make_grid(info, tile, ov, margin)
         tracker.total = FLOW_COST * len(groups) * (info.n_frames - 1) + len(plan) * len(grid) * len(groups)
-        flows = compute_flows(info, groups, scaler, outs, tracker.step)
+        flows = compute_flows(info, groups, scaler, outs, tracker.step, clock)
         while True:
             grid = make_grid(info, tile, ov, margin)
             log(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {tile} px, overlap >= {grid.overlap} px, "
                 f"margin {grid.margin} px; {len(plan)} time window(s)")
             try:
                 with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
-                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker)
+                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock)
                 break
             except Exception as exc:  # out of (GPU) memory: retry the windows with smaller tiles
                 if not accel.is_oom(exc):
@@ -223,7 +261,8 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
                 tracker.restart(FLOW_COST * len(groups) * (info.n_frames - 1),
                                 len(plan) * len(make_grid(info, tile, ov, margin)) * len(groups))
         tracker.message("writing" + (" cloud-optimised GeoTIFFs" if cog else ""))
-        paths = outs.commit(cog=cog)
+        with clock("write"):
+            paths = outs.commit(cog=cog)
         tracker.done()
         log(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s")
         return paths
@@ -242,6 +281,59 @@ def make_grid(info: StackInfo, tile: int, overlap: int, margin=None) -> TileGrid
     ov = min(int(overlap), tile // 2)
     m = ov // 2 if margin is None else int(margin)
     return TileGrid(info.height, info.width, tile, ov, m, SCALE, multiple=MULTIPLE)
+
+
+class _Clock:
+    """Exclusive seconds per stage into ``timings`` (nested stages pause the outer one); a
+    no-op when ``timings`` is None. On CUDA the device is synchronised at stage ends so that
+    the network's time is not billed to whatever waits for it next."""
+
+    def __init__(self, timings, dev):
+        self.timings, self.dev, self.stack = timings, dev, []
+
+    def __call__(self, stage: str):
+        import contextlib
+
+        if self.timings is None:
+            return contextlib.nullcontext()
+        return self._timed(stage)
+
+    def wrap(self, fn, stage: str):
+        if self.timings is None:
+            return fn
+
+        def wrapped(*a, **k):
+            with self._timed(stage):
+                return fn(*a, **k)
+        return wrapped
+
+    def _sync(self):
+        if self.dev.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.dev)
+
+    def _timed(self, stage):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self._sync()
+            now = time.perf_counter()
+            if self.stack:
+                outer, t0 = self.stack[-1]
+                self.timings[outer] = self.timings.get(outer, 0.0) + now - t0
+            self.stack.append([stage, now])
+            try:
+                yield
+            finally:
+                self._sync()
+                end = time.perf_counter()
+                st, t0 = self.stack.pop()
+                self.timings[st] = self.timings.get(st, 0.0) + end - t0
+                if self.stack:
+                    self.stack[-1][1] = end
+        return cm()
 
 
 class _Progress:
@@ -273,7 +365,7 @@ class _Progress:
             self.progress(1.0, "done")
 
 
-def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker) -> None:
+def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock) -> None:
     """All windows x tiles with one grid; writes every output under its temporary name."""
     import torch
 
@@ -291,22 +383,22 @@ def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tra
             positions = [pos for _, pos in win.outputs]
             writers = []
             try:
-                for p in out_idx:
-                    dst = _create(outs.temp[p], profile)
-                    writers.append(dst)
-                write = _block_writer(info, scaler, datasets, [sources[p] for p in out_idx], writers)
+                with clock("write"):
+                    for p in out_idx:
+                        writers.append(_create(outs.temp[p], profile))
+                write = clock.wrap(_block_writer(info, scaler, datasets, [sources[p] for p in out_idx], writers), "write")
                 blender = StreamBlender(grid, (len(out_idx), nc), write)
                 for tile in grid:
-                    lr = {}
-                    for f in sorted(set(win.frames)):
-                        lr[f] = read_tile(datasets[f], color, tile, info, scaler)
+                    with clock("read"):
+                        lr = {f: read_tile(datasets[f], color, tile, info, scaler) for f in sorted(set(win.frames))}
                     hr_sum = None
                     counts = np.zeros(nc, np.float32)
                     for g, group in enumerate(groups):
                         tracker.step(f"window {wi + 1}/{len(plan)}, tile {tile.row * len(grid.cols) + tile.col + 1}/{len(grid)}")
                         x = np.stack([lr[f][list(group)] for f in win.frames])  # (4, 3, th, tw)
-                        fl = tile_flows(flows, g, win.pairs, tile, info.height, info.width)  # (3, 4, th, tw)
-                        with torch.inference_mode(), accel.autocast(dev, dtype):
+                        with clock("flow"):
+                            fl = tile_flows(flows, g, win.pairs, tile, info.height, info.width)  # (3, 4, th, tw)
+                        with clock("model"), torch.inference_mode(), accel.autocast(dev, dtype):
                             y = forward_outputs(net, accel.to_device(torch.from_numpy(x)[None], dev),
                                                 accel.to_device(torch.from_numpy(fl)[None], dev), positions)
                             y = y[0].float().cpu().numpy()  # (F, 3, 4th, 4tw)
@@ -315,16 +407,19 @@ def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tra
                         for ch, pos in enumerate(group):  # padded duplicates are averaged
                             hr_sum[:, pos] += y[:, ch]
                             counts[pos] += 1
-                    blender.add(tile, hr_sum / counts[None, :, None, None])
+                    with clock("blend"):
+                        blender.add(tile, hr_sum / counts[None, :, None, None])
                 if not blender.finished():
                     raise AssertionError("blender did not write every pixel")  # a bug
-                for p, dst in zip(out_idx, writers):
-                    src = sources[p][0]  # a new frame takes tags, GCPs, RPCs from the earlier one
-                    write_frame_metadata(dst, info, source_extras(info.paths[src]),
-                                         _frame_tags(info, p, sources[p], otimes[p]))
+                with clock("write"):
+                    for p, dst in zip(out_idx, writers):
+                        src = sources[p][0]  # a new frame takes tags, GCPs, RPCs from the earlier one
+                        write_frame_metadata(dst, info, source_extras(info.paths[src]),
+                                             _frame_tags(info, p, sources[p], otimes[p]))
             finally:
-                for dst in writers:
-                    dst.close()
+                with clock("write"):
+                    for dst in writers:
+                        dst.close()
     finally:
         for ds in datasets:
             ds.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from qgis.core import (
     QgsApplication, QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
@@ -24,7 +23,8 @@ from . import deps
 DEVICES = ["auto", "cpu", "cuda"]  # = core.accel.DEVICES (not imported: it imports torch)
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]  # = core.accel.PRECISIONS
 # the CLI's option names in the engine's messages, as this algorithm's parameters
-CLI_NAMES = {"--overwrite": "the OVERWRITE option", "--times": "TIMES", "--device cpu": "DEVICE cpu"}
+CLI_NAMES = {"--overwrite": "the OVERWRITE option", "--times": "TIMES", "--device cpu": "DEVICE cpu",
+             "--weights": "WEIGHTS", "--tile-size": "TILE_SIZE", "--overlap": "OVERLAP", "--precision": "PRECISION"}
 
 HELP = """<p>Super-resolves a stack of georeferenced satellite-video frames in space and time with the
 MSTT network (multi-scale spatial-temporal transformer, Xiao et al., JAG 2022).</p>
@@ -40,7 +40,7 @@ nodata, band descriptions. Nothing is written unless the whole run succeeds; a c
 file behind. Run from the dialog, the frames load into a group named after the stack, with
 temporal ranges set so the Temporal Controller plays them.</p>
 <p><b>Cost:</b> the network runs once per tile and time window (N-1 windows for N >= 4).
-On a 2-core CPU one 160x160-pixel tile takes about 20 s per window, so a 10-frame stack of
+On a 2-core CPU one 160x160-pixel tile takes roughly 15-20 s per window, so a 10-frame stack of
 1000x1000 pixels takes hours; a CUDA GPU (<i>Device</i> auto or cuda) is far faster. CPU memory
 stays about 2 GB with the default tile size. Outputs take 16x the input size per frame.</p>
 <p><b>Weights:</b> empty = the weights shipped with the plugin; or an MSTT <code>.safetensors</code>
@@ -173,7 +173,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
 
         def log(line):
             if line.startswith("note:"):
-                feedback.pushWarning(line)
+                feedback.pushWarning(processing_message(line))
             else:
                 feedback.pushInfo(line)
 
@@ -230,6 +230,9 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
             values = [values]
         paths = []
         for value in values:
+            if isinstance(value, str) and os.path.isfile(value):
+                paths.append(value)  # a file: no need to load it as a layer
+                continue
             layer = value if isinstance(value, QgsMapLayer) else None
             if layer is None and isinstance(value, str):
                 layer = QgsProcessingUtils.mapLayerFromString(value, context, True,

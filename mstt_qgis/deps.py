@@ -3,8 +3,10 @@
 QGIS runs its own Python interpreter (on Debian: /usr/bin/python3 embedded in QGIS), not a
 virtualenv's, and it has no torch. Debian's Python refuses ``pip install --user`` (PEP 668), so
 packages go into a folder of the QGIS profile with ``pip install --target``; the plugin puts that
-folder on ``sys.path`` (at the end, so QGIS's own packages keep priority) only when the algorithm
-runs. Nothing here is imported at QGIS start-up.
+folder on ``sys.path`` only when the algorithm runs, and first: torch needs the newer
+typing_extensions/sympy that pip put beside it, not older copies from the system. numpy is never
+taken from pip on its own terms: the command pins QGIS's own version (GDAL's bindings are built
+against it). Nothing here is imported at QGIS start-up.
 """
 from __future__ import annotations
 
@@ -36,11 +38,11 @@ def deps_folder(settings_dir) -> Path:
 
 
 def add_deps_folder(folder) -> bool:
-    """Append the dependency folder to sys.path if it exists (no QGIS restart needed)."""
+    """Put the dependency folder first on sys.path if it exists (no QGIS restart needed)."""
     folder = str(folder)
     if not os.path.isdir(folder) or folder in sys.path:
         return False
-    sys.path.append(folder)
+    sys.path.insert(0, folder)
     importlib.invalidate_caches()
     return True
 
@@ -69,6 +71,15 @@ def qgis_python() -> str:
     if Path(sys.executable).name.lower().startswith("python"):
         return sys.executable
     return "python3" if os.name != "nt" else "python"
+
+
+def _numpy_version():
+    try:
+        import numpy
+
+        return numpy.__version__
+    except Exception:
+        return None
 
 
 def _quote(path) -> str:
@@ -100,6 +111,9 @@ def install_message(missing: dict, folder, *, system: str | None = None, debian:
                 reqs.append(f"torch=={TORCH_VERSION}+cpu" if cpu_build else f"torch=={TORCH_VERSION}")
             else:
                 reqs.append(MODULES[n][0])
+        numpy_version = _numpy_version()
+        if numpy_version and {"rasterio", "cv2"} & set(pip_names):
+            reqs.append(f"numpy=={numpy_version}")  # theirs would shadow QGIS's own numpy
         index = f" --extra-index-url {TORCH_CPU_INDEX}" if "torch" in pip_names and system in ("Linux", "Windows") else ""
         steps.append(f"{_quote(python)} -m pip install --target {_quote(folder)}{index} " + " ".join(reqs))
     shell = "the OSGeo4W Shell" if system == "Windows" else "a terminal"
@@ -110,7 +124,7 @@ def install_message(missing: dict, folder, *, system: str | None = None, debian:
         + (f" Import errors: {details}." if details else "")
         + " QGIS runs its own Python, not a virtualenv's, so install them for it. In " + shell + " run:  "
         + "  &&  ".join(steps)
-        + f"  -- then run the algorithm again (no QGIS restart needed: the plugin adds {folder} to "
-        "QGIS's Python by itself). The CPU build of torch is a download of about 200 MB; for an "
+        + f"  -- then run the algorithm again: the plugin adds {folder} to QGIS's Python by itself "
+        "(restart QGIS if it still fails). The CPU build of torch is a download of about 200 MB; for an "
         "NVIDIA GPU use a CUDA build of torch instead (see pytorch.org)."
     )

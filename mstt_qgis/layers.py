@@ -9,13 +9,14 @@ time range and, in the desktop, the Temporal Controller's range and frame step c
 """
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from qgis.core import (
-    Qgis, QgsDateTimeRange, QgsMessageLog, QgsLayerTreeGroup, QgsProcessingContext, QgsProcessingLayerPostProcessorInterface,
-    QgsInterval, QgsProcessingUtils, QgsRasterLayerTemporalProperties, QgsTemporalNavigationObject,
-    QgsUnitTypes,
+    Qgis, QgsDateTimeRange, QgsInterval, QgsLayerTreeGroup, QgsMessageLog, QgsProcessingContext,
+    QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils, QgsRasterLayerTemporalProperties,
+    QgsTemporalNavigationObject, QgsUnitTypes,
 )
 from qgis.PyQt.QtCore import QDateTime, Qt
 
@@ -23,8 +24,9 @@ FALLBACK_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 FALLBACK_STEP = timedelta(seconds=1)
 INDEX_PROPERTY = "mstt_stvsr/frame_index"
 
-# Processing does not own post-processors: keep each alive until it has run.
-_PENDING: set = set()
+# Processing does not own post-processors: keep each alive until it has run. Runs whose frames
+# are never loaded (processing.run in a script) would pile them up: keep the newest 20000.
+_PENDING: deque = deque(maxlen=20000)
 
 
 def _utc(t: datetime) -> datetime:
@@ -139,7 +141,7 @@ class FramePlacer(QgsProcessingLayerPostProcessorInterface):
         self.stack = stack
         self.index = index
         self.start, self.end = start, end
-        _PENDING.add(self)
+        _PENDING.append(self)
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
         try:
@@ -163,7 +165,10 @@ class FramePlacer(QgsProcessingLayerPostProcessorInterface):
             if self.stack.placed == self.stack.n_frames:
                 self.stack.finished(project)
         finally:
-            _PENDING.discard(self)
+            try:
+                _PENDING.remove(self)
+            except ValueError:
+                pass
 
 
 def add_frames_to_load(context: QgsProcessingContext, paths, times, output_name: str) -> StackGroup:

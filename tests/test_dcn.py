@@ -274,3 +274,15 @@ def test_dispatch_uses_selected_backend(monkeypatch):
     x, offset, mask, weight, bias = make_inputs(b=1, c=4, h=5, w=5, g=2)
     torch.testing.assert_close(modulated_deform_conv2d(x, offset, mask, weight, bias),
                                modulated_deform_conv2d_pure(x, offset, mask, weight, bias), atol=0, rtol=0)
+
+
+def test_inference_row_chunks_match_one_pass(monkeypatch):
+    """Without autograd the pure version works in row chunks and modulates in place."""
+    x, offset, mask, weight, bias = make_inputs(b=2, c=4, h=11, w=9, g=2, dtype=torch.float32, seed=4)
+    whole = modulated_deform_conv2d_pure(x, offset, mask, weight, bias)  # no grad needed: one pass
+    monkeypatch.setattr(dcn, "_CHUNK_ELEMENTS", 2 * 4 * 9 * 9 * 3)  # 3 rows per chunk, last one short
+    with torch.no_grad():
+        chunked = modulated_deform_conv2d_pure(x, offset, mask, weight, bias)
+    torch.testing.assert_close(chunked, whole, atol=0, rtol=0)
+    torch.testing.assert_close(chunked, dcn_ref(x.double(), offset.double(), mask.double(), weight.double(),
+                                                bias.double()).float(), atol=1e-5, rtol=1e-5)

@@ -175,3 +175,28 @@ def test_output_folder_that_cannot_be_made(tmp_path):
     with pytest.raises(InputError, match="cannot create output folder"):
         OutputSet(f / "sub", ["a.tif"]).prepare()
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["file.txt"]
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_gcps_are_scaled_to_output_pixels(tmp_path):
+    """Raw satellite frames often carry GCPs instead of a geotransform: they must land on the
+    same ground points in the finer grid (pixel/line x 4)."""
+    from rasterio.control import GroundControlPoint
+
+    from mstt_stvsr.core.geoio import output_profile, source_extras, write_frame_metadata
+
+    paths = write_stack(tmp_path, n=2, h=10, w=12, crs=None)
+    gcps = [GroundControlPoint(row=0, col=0, x=13.0, y=52.0), GroundControlPoint(row=10, col=12, x=13.1, y=51.9),
+            GroundControlPoint(row=0, col=12, x=13.1, y=52.0)]
+    for p in paths:
+        with rasterio.open(p, "r+") as ds:
+            ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+    info = read_stack_info(paths)
+    assert not info.georeferenced and "GCPs" in info.summary()
+    out = tmp_path / "o.tif"
+    with rasterio.open(out, "w", **output_profile(info)) as dst:
+        write_frame_metadata(dst, info, source_extras(paths[0]), {"MSTT_OUTPUT_INDEX": "0"})
+    with rasterio.open(out) as ds:
+        got, crs = ds.gcps
+        assert crs.to_epsg() == 4326
+        assert [(g.row, g.col, g.x, g.y) for g in got] == [(4 * g.row, 4 * g.col, g.x, g.y) for g in gcps]

@@ -5,6 +5,7 @@ import json
 import subprocess
 import textwrap
 
+import numpy as np
 import pytest
 from qgis_fixtures import ALG, REPO, headless_env
 
@@ -126,6 +127,9 @@ def test_install_message_for_other_platforms():
     assert mac.count(" -m pip install ") == 1 and "torch==2.13.0" in mac
     assert "+cpu" not in mac and "--extra-index-url" not in mac  # macOS wheels on PyPI are the CPU build
 
-    win = install_message({"torch": "OSError: [WinError 126] fbgemm.dll"}, r"C:\Users\u\deps", system="Windows",
-                          debian=False, python=r"C:\OSGeo4W\apps\Python39\python.exe", has_pip=True)
+    win = install_message({"rasterio": "ModuleNotFoundError: r", "torch": "OSError: [WinError 126] fbgemm.dll"},
+                          r"C:\Users\u\deps", system="Windows", debian=False,
+                          python=r"C:\OSGeo4W\apps\Python39\python.exe", has_pip=True)
     assert "OSGeo4W Shell" in win and "torch==2.13.0+cpu" in win and "WinError 126" in win
+    # a pip rasterio must not bring a numpy that shadows QGIS's own
+    assert f"rasterio torch==2.13.0+cpu numpy=={np.__version__}" in win
