@@ -200,3 +200,20 @@ def test_gcps_are_scaled_to_output_pixels(tmp_path):
         got, crs = ds.gcps
         assert crs.to_epsg() == 4326
         assert [(g.row, g.col, g.x, g.y) for g in got] == [(4 * g.row, 4 * g.col, g.x, g.y) for g in gcps]
+
+
+def test_sample_stack_validates():
+    """The shipped sample: 5 frames, 0.1 s apart in ACQUISITIONDATETIME (TIFFTAG_DATETIME only
+    holds whole seconds there and repeats, so it must not be the one used)."""
+    from datetime import timedelta
+
+    from mstt_stvsr.core.pipeline import validate_stack
+
+    frames = sorted((Path(__file__).resolve().parents[1] / "resources" / "sample").glob("frame_*.tif"))
+    if len(frames) < 2:
+        pytest.skip("resources/sample/ has no frames")
+    info = validate_stack(frames)
+    assert info.n_outputs == 2 * len(frames) - 1 and info.time_source == "metadata"
+    steps = {info.times[i + 1] - info.times[i] for i in range(len(frames) - 1)}
+    assert steps == {timedelta(milliseconds=100)}
+    assert info.crs is not None and info.dtype == "uint8" and info.count == 3

@@ -13,6 +13,8 @@ is written as a georeferenced stack and run through the real pipeline (run_stack
   step        jump across seam lines in the tiled output / the same in the untiled one
   work        LR pixels the network processed / scene pixels (overlap and margin overhead)
   s           wall time of the run (shared CPU: indicative only)
+A "base only" row runs the same network with its last layer zeroed (the parameter-free
+bicubic/flow base): its mad is how much the network changes the image at all.
 
 Usage (the shipped weights by default; a random network if they are missing, which measures
 only the parameter-free bicubic/flow base):
@@ -133,6 +135,18 @@ def main(argv=None) -> int:
                      psnr_in=round(np.mean([psnr(whole[i], gt[i]) for i in range(0, len(gt), 2)]), 3),
                      psnr_new=round(np.mean([psnr(whole[i], gt[i]) for i in range(1, len(gt), 2)]), 3)))
     print(rows[-1], flush=True)
+    # how much the network adds to its parameter-free base: if little, tiling cannot matter much
+    if getattr(model, "skip", False):
+        import copy
+
+        base_model = copy.deepcopy(model)
+        torch.nn.init.zeros_(base_model.conv_last.weight)
+        torch.nn.init.zeros_(base_model.conv_last.bias)
+        base, secs = run(paths, tmp / "base", base_model, whole_tile, 0, 0)
+        rows.append(dict(tile="base only", overlap=0, margin=-wgrid.rows[0].start, tiles=1, s=round(secs, 1),
+                         psnr=round(np.mean([psnr(base[i], gt[i]) for i in range(len(gt))]), 3),
+                         mad=round(float(np.abs(base.astype(np.float64) - whole).mean()), 3)))
+        print(rows[-1], "(mad: the network's contribution over its bicubic/flow base)", flush=True)
     margins = [None if m == "auto" else int(m) for m in args.margins.split(",")]
     for tile in [int(t) for t in args.tiles.split(",")]:
         for ov in [int(o) for o in args.overlaps.split(",")]:
