@@ -2,7 +2,6 @@
 N = 2, 4, 5, 9, uint8/uint16/float32, nodata, alpha, band groups, times, tiled vs untiled,
 cancel and every error case (which must leave no file behind)."""
 import os
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
