@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main_info(args) -> int:
     import json
-    import platform
 
     info = collect_info()
     if args.json:
@@ -35,7 +34,6 @@ def main_info(args) -> int:
     else:
         for key, value in info.items():
             print(f"{key:>22}: {value}")
-    del platform
     return 0
 
 
