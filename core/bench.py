@@ -8,7 +8,8 @@ Three measurements, all in one process so that their ratios compare like with li
    device (no arithmetic is done; pure-PyTorch deformable conv so that its contraction counts),
    giving achieved TFLOP/s and the fraction of the device's peak.
 2. End to end: ``pipeline.run_stack`` on a synthetic 4-frame georeferenced stack written with
-   rasterio, timed by stage (read, flow, model, blend, write), with peak host RSS and GPU memory.
+   rasterio, timed by stage (read, flow, model, blend, write, and the network's waits for the
+   reader and writer threads), with peak host RSS and GPU memory.
 3. Overheads: the run's network time per output megapixel against the untiled throughput at
    the same tile and precision; and the analytic share of that caused by tile overlap and by
    the time windows (4 frames give 3 windows, each reconstructing only the outputs it owns).
@@ -20,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,9 @@ from .errors import InputError
 
 SCALE = 4
 N_IN, N_OUT = 4, 7
-STAGES = ("read", "flow", "model", "blend", "write")
+# busy seconds per stage (pipeline._Clock): the reader thread reads and crops flows, the writer
+# blends and writes, beside the network; wait_* is the network thread idling for them
+STAGES = ("read", "flow", "model", "blend", "write", "wait_read", "wait_write")
 
 # Dense tensor-core peaks in TFLOP/s from NVIDIA's datasheets (no sparsity). "tf32" applies
 # to fp32 convolutions while cuDNN's TF32 is on (PyTorch's default).
@@ -63,6 +64,7 @@ class BenchConfig:
     scene: int = 2048  # LR side of the synthetic stack; 0 = no end-to-end run
     e2e_tile: int | None = None  # None: the pipeline's default for the device
     e2e_precision: str = "auto"
+    e2e_batch: int | None = None  # tiles per forward in the end-to-end run (None: the pipeline's choice)
     overlap: int | None = None
     threads: int | None = None
     weights: str | None = None
@@ -81,16 +83,6 @@ class BenchConfig:
 
 
 # -- device facts ----------------------------------------------------------------------------
-def cpu_flags() -> set:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_mhz() -> float | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -115,7 +107,7 @@ def cpu_peaks(threads: int) -> tuple[dict, str]:
     """Estimated peak TFLOP/s = threads x clock x FLOP per cycle per core: fp32 from the FMA
     width (assuming 2 FMA units, as server cores have), bf16 from AMX tiles (1024 FLOP/cycle)
     or AVX-512 BF16 dot products. Turbo, shared load and memory limits are ignored."""
-    flags, mhz = cpu_flags(), cpu_mhz()
+    flags, mhz = accel.cpu_flags(), cpu_mhz()
     if not mhz:
         return {}, "peak unknown (no clock frequency in /proc/cpuinfo)"
     if "avx512f" in flags:
@@ -370,97 +362,6 @@ def write_synthetic_stack(folder, size: int, frames: int = N_IN, seed: int = 0) 
     return paths
 
 
-# -- stage timing ----------------------------------------------------------------------------
-class StageProbe:
-    """Times pipeline stages by wrapping the functions ``run_stack`` calls (restored on exit),
-    for pipelines without a ``timings`` argument. Time is exclusive: a stage called inside
-    another (a write inside a blend) is not counted twice. Per thread, so stages that run in
-    worker threads add busy time that may overlap the main thread's."""
-
-    def __init__(self, dev: torch.device):
-        self.dev = dev
-        self.totals = {s: 0.0 for s in STAGES}
-        self.calls = {s: 0 for s in STAGES}
-        self.missing: list = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._patched: list = []
-
-    def _stack(self):
-        if not hasattr(self._local, "stack"):
-            self._local.stack = []
-        return self._local.stack
-
-    def timed(self, fn, stage: str, sync_device: bool = False):
-        probe = self
-
-        def wrapper(*args, **kwargs):
-            stack = probe._stack()
-            now = time.perf_counter()
-            if stack:  # pause the enclosing stage
-                outer = stack[-1]
-                probe._add(outer[0], now - outer[1])
-            stack.append([stage, now])
-            try:
-                result = fn(*args, **kwargs)
-                if sync_device:
-                    sync(probe.dev)
-                return result
-            finally:
-                end = time.perf_counter()
-                st, t0 = stack.pop()
-                probe._add(st, end - t0)
-                with probe._lock:
-                    probe.calls[st] += 1
-                if stack:
-                    stack[-1][1] = end
-
-        wrapper.__wrapped__ = fn
-        return wrapper
-
-    def _add(self, stage, dt):
-        with self._lock:
-            self.totals[stage] += dt
-
-    def patch(self, owner, name: str, stage: str, sync_device: bool = False, wrap_result: bool = False):
-        orig = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
-        if orig is None:
-            self.missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
-            return
-        if wrap_result:  # a factory of write functions: time what it returns
-            probe = self
-
-            def factory(*a, **k):
-                return probe.timed(orig(*a, **k), stage)
-            new = factory
-        else:
-            new = self.timed(orig, stage, sync_device)
-        setattr(owner, name, new)
-        self._patched.append((owner, name, orig))
-
-    def __enter__(self):
-        from . import flow, geoio, pipeline, tiling
-
-        p = pipeline
-        self.patch(p, "read_tile", "read")
-        self.patch(p, "read_frame", "read")
-        self.patch(flow, "middle_flows", "flow")
-        self.patch(p, "tile_flows", "flow")
-        self.patch(p, "forward_outputs", "model", sync_device=True)
-        self.patch(tiling.StreamBlender, "add", "blend")
-        self.patch(p, "_block_writer", "write", wrap_result=True)
-        self.patch(p, "_create", "write")
-        self.patch(p, "write_frame_metadata", "write")
-        self.patch(geoio.OutputSet, "commit", "write")
-        return self
-
-    def __exit__(self, *exc):
-        for owner, name, orig in reversed(self._patched):
-            setattr(owner, name, orig)
-        self._patched.clear()
-        return False
-
-
 # -- memory ----------------------------------------------------------------------------------
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0)."""
@@ -490,14 +391,13 @@ def rss_bytes(field_name: str = "VmHWM") -> int | None:
 def window_flop_plan(model, tile: int, n_frames: int = N_IN) -> dict:
     """FLOPs the pipeline's network calls make per tile (each time window reconstructs only the
     outputs it owns) against one full 7-output forward, both counted on the meta device."""
-    from .pipeline import forward_outputs
     from .timeline import plan_windows
 
     full = count_flops(model, 1, tile, tile)
     per_window = []
     for win in plan_windows(n_frames):
         keep = [pos for _, pos in win.outputs]
-        per_window.append(count_flops(model, 1, tile, tile, fn=lambda n, a, b, k=keep: forward_outputs(n, a, b, k)))
+        per_window.append(count_flops(model, 1, tile, tile, fn=lambda n, a, b, k=keep: n(a, b, keep=k)))
     return {"windows": len(per_window), "flops_full_forward": full, "flops_windows": sum(per_window),
             "window_factor": sum(per_window) / full}
 
@@ -537,26 +437,18 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
         res["synth_seconds"] = time.perf_counter() - t0
         out_dir = Path(tmp) / "out"
         kwargs = dict(model=model, tile_size=tile, overlap=overlap, device=str(dev), precision=precision,
-                      overwrite=True, threads=cfg.threads)
-        native = "timings" in inspect.signature(pipeline.run_stack).parameters
+                      overwrite=True, threads=cfg.threads, tiles_per_forward=cfg.e2e_batch)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         rss_before = rss_bytes("VmRSS")
         res["rss_peak_reset"] = reset_peak_rss()
+        logs: list = []
         t0 = time.perf_counter()
-        if native:
-            timings: dict = {}
-            out = pipeline.run_stack(paths, out_dir, timings=timings, **kwargs)
-            stages = {s: float(timings.get(s, 0.0)) for s in STAGES}
-            res["timing_source"] = "run_stack(timings=...)"
-        else:
-            with StageProbe(dev) as probe:
-                out = pipeline.run_stack(paths, out_dir, **kwargs)
-            stages = dict(probe.totals)
-            res["timing_source"] = "probe (wrapped pipeline functions)"
-            if probe.missing:
-                res["probe_missing"] = probe.missing
+        timings: dict = {}
+        out = pipeline.run_stack(paths, out_dir, timings=timings, log=logs.append, **kwargs)
         wall = time.perf_counter() - t0
+        stages = {s: float(timings.get(s, 0.0)) for s in STAGES}
+        res["pipeline_log"] = [line for line in logs if line.startswith(("tiles:", "out of"))]
         res["outputs"] = len(out)
         res["out_bytes"] = sum(Path(p).stat().st_size for p in out)
     res["rss_before_mb"] = (rss_before or 0) / 2 ** 20
@@ -565,7 +457,8 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
     if dev.type == "cuda":
         res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
     out_mp = len(out) * (SCALE * size) ** 2 / 1e6
-    stages["other"] = max(0.0, wall - sum(stages.values()))
+    # everything the network thread did not spend in the network: scene flow, waits, commit...
+    res["not_model_seconds"] = max(0.0, wall - stages["model"])
     res.update(wall_seconds=wall, stages=stages, out_mp=out_mp, mp_per_s=out_mp / wall)
 
     if ref.get("status") == "ok":
@@ -650,8 +543,10 @@ def ratios(result: dict) -> dict:
     e2e = result.get("e2e")
     if e2e:
         st, wall = e2e["stages"], e2e["wall_seconds"]
-        out["flow+IO share of wall time"] = (st["read"] + st["flow"] + st["write"]) / wall
         out["model share of wall time"] = st["model"] / wall
+        out["flow+IO share of wall time (all but the network)"] = e2e["not_model_seconds"] / wall
+        out["network waiting for reads/flow crops"] = st["wait_read"] / wall
+        out["network waiting for blend/writes"] = st["wait_write"] / wall
         if "tiled_overhead" in e2e:
             out["tiled overhead (overlap, margins; measured)"] = e2e["tiled_overhead"]
             out["tiled overhead expected (tile area / scene area)"] = e2e["tiled_overhead_expected"]
@@ -700,9 +595,11 @@ def format_report(result: dict) -> str:
         lines.append(f"  wall {e['wall_seconds']:.2f} s, {e['mp_per_s']:.4g} output MP/s; peak host RSS "
                      f"{e['rss_peak_mb']:.0f} MB ({e['rss_peak_scope']}; {e['rss_before_mb']:.0f} MB before)"
                      + (f"; peak GPU {e['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in e else ""))
-        lines.append(f"  {'stage':>6} {'seconds':>8} {'share':>6}   (timing: {e['timing_source']})")
+        for line in e.get("pipeline_log", []):
+            lines.append(f"  pipeline: {line}")
+        lines.append(f"  {'stage':>10} {'seconds':>8} {'of wall':>7}   (busy time; reader and writer threads overlap the network)")
         for s, v in e["stages"].items():
-            lines.append(f"  {s:>6} {v:>8.2f} {100 * v / e['wall_seconds']:>5.1f}%")
+            lines.append(f"  {s:>10} {v:>8.2f} {100 * v / e['wall_seconds']:>6.1f}%")
         lines.append("")
     if result.get("ratios"):
         lines.append("Ratios (all from this run)")
@@ -746,6 +643,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene", type=int, help="LR side of the synthetic 4-frame stack (default 2048, quick 256; 0 = skip)")
     parser.add_argument("--e2e-tile", type=int, help="tile of the end-to-end run (default: the pipeline's default)")
     parser.add_argument("--e2e-precision", default="auto", choices=accel.PRECISIONS, help="precision of the end-to-end run")
+    parser.add_argument("--e2e-batch", type=int, help="tiles per forward in the end-to-end run (default: the pipeline's)")
     parser.add_argument("--overlap", type=int, help=f"tile overlap of the end-to-end run (default {accel.DEFAULT_OVERLAP})")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     parser.add_argument("--weights", help="weights file (default: the shipped weights, else a random model)")
@@ -759,7 +657,7 @@ def config_from_args(args) -> BenchConfig:
     cfg = BenchConfig.quick_config() if args.quick else BenchConfig()
     if dev.type == "cpu" and not args.quick:
         cfg.batches = (1, 2)
-    for name in ("tiles", "batches", "precisions", "reps", "warmup", "scene", "e2e_tile", "overlap", "threads",
+    for name in ("tiles", "batches", "precisions", "reps", "warmup", "scene", "e2e_tile", "e2e_batch", "overlap", "threads",
                  "weights", "workdir"):
         value = getattr(args, name, None)
         if value is not None:

@@ -130,17 +130,34 @@ STAGES = ("extract", "middle_features", "MSST_former", "reconstruct")
 
 
 def compile_stages(net, stages=STAGES, log=None, **compile_kwargs) -> list:
-    """``torch.compile`` the network's stages in place (instance attributes; the state_dict is
-    untouched), each with an eager fallback. The pipeline calls the stages one by one (it skips
-    outputs a window does not own), so compiling ``forward`` alone would not help it."""
+    """``torch.compile`` the network's stages in place, each with an eager fallback; returns
+    the names compiled. A method stage becomes an instance attribute of ``net``; a submodule
+    stage (``MSST_former``) gets its ``forward`` replaced on the instance, so module names and
+    the state_dict are untouched. ``uncompile_stages`` undoes both. Stages, not ``forward``:
+    the pipeline asks only for the outputs a window owns, so each stage's shapes stay fixed
+    within a run and compile once."""
     done = []
     for name in stages:
-        fn = getattr(net, name, None)
-        if fn is None:
+        target = getattr(net, name, None)
+        if target is None:
             continue
-        setattr(net, name, EagerFallback(fn, torch.compile(fn, **compile_kwargs), name, log))
+        if isinstance(target, torch.nn.Module):
+            fn = target.forward
+            target.forward = EagerFallback(fn, torch.compile(fn, **compile_kwargs), name, log)
+        else:
+            setattr(net, name, EagerFallback(target, torch.compile(target, **compile_kwargs), name, log))
         done.append(name)
     return done
+
+
+def uncompile_stages(net, names) -> None:
+    """Give ``net`` back its own stages after ``compile_stages``."""
+    for name in names:
+        target = getattr(net, name, None)
+        if isinstance(target, torch.nn.Module):
+            target.__dict__.pop("forward", None)
+        else:
+            net.__dict__.pop(name, None)
 
 
 # -- host <-> device staging -----------------------------------------------------------------

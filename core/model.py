@@ -89,28 +89,45 @@ class MSTT(nn.Module):
         x = self.lrelu(self.pixel_shuffle(self.upconv2(x)))
         return self.conv_last(self.lrelu(self.HRconv(x)))
 
-    def base(self, lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-        """Parameter-free motion-compensated bicubic base, (B, 7, 3, 4H, 4W).
+    def base(self, lr: torch.Tensor, flows: torch.Tensor, keep=None) -> torch.Tensor:
+        """Parameter-free motion-compensated bicubic base, (B, 7, 3, 4H, 4W), or only the
+        output positions in ``keep``.
 
         Input times: bicubic x4 of the frame. New times: the two neighbours upsampled first,
         then warped at HR (bicubic sampling, flows upsampled and scaled x4) and averaged;
         warping before upsampling blurs more than the motion compensation gains."""
         b, t, c, h, w = lr.shape
-        up = F.interpolate(lr.reshape(-1, c, h, w), scale_factor=SCALE, mode="bicubic", align_corners=False)
-        up = up.view(b, t, c, SCALE * h, SCALE * w)
-        fl = F.interpolate(flows.reshape(-1, 4, h, w), scale_factor=SCALE, mode="bilinear", align_corners=False) * SCALE
-        prev = up[:, :-1].reshape(-1, c, SCALE * h, SCALE * w)
-        nxt = up[:, 1:].reshape(-1, c, SCALE * h, SCALE * w)
-        mid = 0.5 * (flow_warp(prev, fl[:, 0:2], padding_mode="border", mode="bicubic")
-                     + flow_warp(nxt, fl[:, 2:4], padding_mode="border", mode="bicubic"))
-        return interleave(up, mid.view(b, t - 1, c, SCALE * h, SCALE * w))
+        keep = list(range(2 * t - 1)) if keep is None else list(keep)
+        need = sorted({k // 2 + d for k in keep for d in ((0,) if k % 2 == 0 else (0, 1))})
+        up = dict(zip(need, F.interpolate(lr[:, need].reshape(-1, c, h, w), scale_factor=SCALE, mode="bicubic",
+                                          align_corners=False).view(b, len(need), c, SCALE * h, SCALE * w).unbind(1)))
+        mids = [k // 2 for k in keep if k % 2]
+        warped = {}
+        if mids:
+            fl = F.interpolate(flows[:, mids].reshape(-1, 4, h, w), scale_factor=SCALE, mode="bilinear",
+                               align_corners=False).view(b, len(mids), 4, SCALE * h, SCALE * w) * SCALE
+            prev = torch.cat([up[k] for k in mids])
+            nxt = torch.cat([up[k + 1] for k in mids])
+            f = fl.transpose(0, 1).reshape(-1, 4, SCALE * h, SCALE * w)
+            mid = 0.5 * (flow_warp(prev, f[:, 0:2], padding_mode="border", mode="bicubic")
+                         + flow_warp(nxt, f[:, 2:4], padding_mode="border", mode="bicubic"))
+            warped = dict(zip(mids, mid.view(len(mids), b, c, SCALE * h, SCALE * w).unbind(0)))
+        return torch.stack([up[k // 2] if k % 2 == 0 else warped[k // 2] for k in keep], dim=1)
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
-        """lr (B, 4, 3, H, W) in [0, 1] -> (B, 7, 3, 4H, 4W); flows (B, 3, 4, H, W) or computed."""
+    def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None, keep=None) -> torch.Tensor:
+        """lr (B, 4, 3, H, W) in [0, 1] -> (B, 7, 3, 4H, 4W); flows (B, 3, 4, H, W) or computed.
+
+        ``keep``: output positions (0..6) to make, in that order, e.g. the 2-3 outputs a
+        pipeline window owns. The per-frame reconstruction (10 residual blocks, x4 upsampling,
+        HR convs) is about half of the cost, so skipping the others saves about a third; kept
+        frames are then reconstructed one at a time, which bounds peak memory to one HR
+        frame's activations. Without ``keep`` all 7 go in one batch (training)."""
         if lr.dim() != 5 or lr.shape[1] != N_IN or lr.shape[2] != 3:
             raise ValueError(f"MSTT expects lr of shape (B, {N_IN}, 3, H, W), got {tuple(lr.shape)}")
         b, t, c, h, w = lr.shape
+        if keep is not None and (not keep or any(not 0 <= int(k) < 2 * t - 1 for k in keep)):
+            raise ValueError(f"keep must list output positions 0..{2 * t - 2}, got {keep!r}")
         if flows is None:
             flows = flows_tensor(lr)
         if flows.shape != (b, t - 1, 4, h, w):
@@ -129,10 +146,14 @@ class MSTT(nn.Module):
         rf = 2 * len(self.recon_trunk) + 4
         hc, wc = min(hp, h + rf), min(wp, w + rf)
         seq = seq[..., :hc, :wc]
-        out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hc, wc))
-        out = out.view(b, 2 * t - 1, 3, SCALE * hc, SCALE * wc)[..., : SCALE * h, : SCALE * w]
+        if keep is None:
+            out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hc, wc))
+            out = out.view(b, 2 * t - 1, 3, SCALE * hc, SCALE * wc)
+        else:
+            out = torch.stack([self.reconstruct(seq[:, int(k)]) for k in keep], dim=1)
+        out = out[..., : SCALE * h, : SCALE * w]
         if self.skip:
-            out = out + self.base(lr, flows)
+            out = out + self.base(lr, flows, keep)
         return out
 
 

@@ -195,13 +195,17 @@ def tile_flows(store: FlowStore, g: int, pairs, tile, height: int, width: int) -
 # -- the run ---------------------------------------------------------------------------------
 def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, overlap=None, device="auto",
               precision="auto", times=None, overwrite=False, cog=False, progress=None, is_canceled=None,
-              log=None, prefix=None, margin=None, threads=None, timings=None) -> list:
+              log=None, prefix=None, margin=None, threads=None, timings=None, tiles_per_forward=None,
+              compile=False) -> list:
     """Super-resolve a stack in space (x4) and time (2N-1 frames); return output paths in time
     order. ``tile_size``/``overlap``/``margin`` in LR pixels (None = defaults; tile sizes are
     rounded up to the network's 80-px unit). ``times``: N times (list or comma-separated) to
     use instead of the frames' metadata. ``progress(fraction, message)``, ``is_canceled()``,
     ``log(line)``: optional callbacks. ``timings``: a dict that receives seconds spent per
-    stage ("read", "flow", "model", "blend", "write"; exclusive). Raises InputError,
+    stage ("read", "flow", "model", "blend", "write", "wait_read", "wait_write"; see
+    ``_Clock``). ``tiles_per_forward``: tiles stacked into one network call (None = 1 on CPU,
+    as many as half the free GPU memory holds on CUDA). ``compile``: ``torch.compile`` the
+    network's stages (falls back to eager if compilation fails). Raises InputError,
     WeightsError or Canceled, and then leaves no output file behind."""
     import rasterio
 
@@ -210,6 +214,8 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
     log = log or (lambda line: None)
     t_start = time.perf_counter()
     check_tiling(tile_size, overlap)
+    if tiles_per_forward is not None and (not isinstance(tiles_per_forward, (int, np.integer)) or tiles_per_forward < 1):
+        raise InputError(f"tiles per forward must be a positive number, got {tiles_per_forward!r}")
     info = read_stack_info(inputs, times=times)
     outs = OutputSet(out_dir, output_names(info, prefix), overwrite)
     outs.check_existing()
@@ -226,12 +232,24 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
 
     flows = None
     was_training = model.training
+    compiled = []
+    from . import fastpath
+
     try:
         if dev.type == "cpu":
             accel.set_threads(threads)
+        fastpath.configure_backends(dev)
         net = accel.prepare_model(model, dev)
-        tile = accel.round_tile(tile_size) if tile_size else accel.default_tile_size(dev, dtype, net)
+        if compile:
+            compiled = fastpath.compile_stages(net, log=log)
         ov = accel.DEFAULT_OVERLAP if overlap is None else int(overlap)
+        if tile_size:
+            tile = accel.round_tile(tile_size)
+        else:  # the cheapest tiling of this scene among the tiles that fit in memory
+            largest = accel.default_tile_size(dev, dtype, net)
+            tile = largest if dev.type != "cuda" else fastpath.choose_tile(
+                info.height, info.width, largest, ov, margin, accel.model_width(net))
+        per_forward = int(tiles_per_forward or fastpath.tiles_per_forward(dev, tile, dtype, accel.model_width(net)))
         for line in info.summary().splitlines():
             log(line)
         scaler = value_scaler(info)
@@ -248,22 +266,27 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
         while True:
             grid = make_grid(info, tile, ov, margin)
             log(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {tile} px, overlap >= {grid.overlap} px, "
-                f"margin {grid.margin} px; {len(plan)} time window(s)")
+                f"margin {grid.margin} px, {per_forward} per forward; {len(plan)} time window(s)")
             try:
                 with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
-                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock)
+                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock,
+                             per_forward)
                 break
-            except Exception as exc:  # out of (GPU) memory: retry the windows with smaller tiles
+            except Exception as exc:  # out of (GPU) memory: fewer tiles per forward, then smaller tiles
                 if not accel.is_oom(exc):
                     raise
                 accel.free_memory(dev)
-                smaller = accel.smaller_tile(tile)
                 where = "GPU memory" if dev.type == "cuda" else "memory"
-                if smaller is None:
-                    hint = "; use --device cpu" if dev.type == "cuda" else ""
-                    raise MsttError(f"out of {where} even with {tile}-px tiles{hint}") from None
-                log(f"out of {where} with {tile}-px tiles; retrying with {smaller}")
-                tile = smaller
+                if per_forward > 1:
+                    per_forward //= 2
+                    log(f"out of {where} with {2 * per_forward} tiles per forward; retrying with {per_forward}")
+                else:
+                    smaller = accel.smaller_tile(tile)
+                    if smaller is None:
+                        hint = "; use --device cpu" if dev.type == "cuda" else ""
+                        raise MsttError(f"out of {where} even with {tile}-px tiles{hint}") from None
+                    log(f"out of {where} with {tile}-px tiles; retrying with {smaller}")
+                    tile = smaller
                 tracker.restart(FLOW_COST * len(groups) * (info.n_frames - 1),
                                 len(plan) * len(make_grid(info, tile, ov, margin)) * len(groups))
         tracker.message("writing" + (" cloud-optimised GeoTIFFs" if cog else ""))
@@ -278,6 +301,7 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
     finally:
         if flows is not None:
             flows.close()
+        fastpath.uncompile_stages(model, compiled)  # the caller's model gets its own methods back
         model.train(was_training)  # a caller's model (e.g. during training) is left as it was
 
 
@@ -290,12 +314,19 @@ def make_grid(info: StackInfo, tile: int, overlap: int, margin=None) -> TileGrid
 
 
 class _Clock:
-    """Exclusive seconds per stage into ``timings`` (nested stages pause the outer one); a
-    no-op when ``timings`` is None. On CUDA the device is synchronised at stage ends so that
-    the network's time is not billed to whatever waits for it next."""
+    """Seconds per stage into ``timings``; a no-op when ``timings`` is None.
+
+    Exclusive within a thread (a write inside a blend pauses the blend), summed over threads:
+    the reader ("read", "flow") and the writer ("blend", "write") run beside the network
+    ("model"), so stages may add up to more than the wall time. What the network thread
+    spent waiting for them is "wait_read" and "wait_write". On CUDA the device is
+    synchronised around "model" so that its time is not billed to whatever waits next."""
 
     def __init__(self, timings, dev):
-        self.timings, self.dev, self.stack = timings, dev, []
+        import threading
+
+        self.timings, self.dev = timings, dev
+        self.local, self.lock = threading.local(), threading.Lock()
 
     def __call__(self, stage: str):
         import contextlib
@@ -313,32 +344,36 @@ class _Clock:
                 return fn(*a, **k)
         return wrapped
 
-    def _sync(self):
-        if self.dev.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.dev)
+    def _add(self, stage: str, seconds: float) -> None:
+        with self.lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def _timed(self, stage):
         import contextlib
 
+        sync = stage == "model" and self.dev.type == "cuda"
+
         @contextlib.contextmanager
         def cm():
-            self._sync()
+            import torch
+
+            stack = self.local.__dict__.setdefault("stack", [])
+            if sync:
+                torch.cuda.synchronize(self.dev)
             now = time.perf_counter()
-            if self.stack:
-                outer, t0 = self.stack[-1]
-                self.timings[outer] = self.timings.get(outer, 0.0) + now - t0
-            self.stack.append([stage, now])
+            if stack:
+                self._add(stack[-1][0], now - stack[-1][1])
+            stack.append([stage, now])
             try:
                 yield
             finally:
-                self._sync()
+                if sync:
+                    torch.cuda.synchronize(self.dev)
                 end = time.perf_counter()
-                st, t0 = self.stack.pop()
-                self.timings[st] = self.timings.get(st, 0.0) + end - t0
-                if self.stack:
-                    self.stack[-1][1] = end
+                st, t0 = stack.pop()
+                self._add(st, end - t0)
+                if stack:
+                    stack[-1][1] = end
         return cm()
 
 
@@ -371,52 +406,82 @@ class _Progress:
             self.progress(1.0, "done")
 
 
-def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock) -> None:
-    """All windows x tiles with one grid; writes every output under its temporary name."""
+def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock, per_forward) -> None:
+    """All windows x tiles with one grid; writes every output under its temporary name.
+
+    Three threads keep the network busy: a reader prepares the next tiles (frame reads, flow
+    crops) while the network runs, the main thread runs ``per_forward`` tiles per forward, and
+    a writer blends finished tiles and writes HR blocks. Each rasterio dataset is used by one
+    thread only: the reader and the writer (nodata masks) open their own."""
     import torch
 
     from . import accel
+    from .fastpath import AsyncWriter, HostStager, batches, prefetch, to_host
 
     profile = output_profile(info)
     sources = output_sources(info.n_frames)
     otimes = output_times(info.times) if info.time_source != "none" else [None] * info.n_outputs
     nc = len(info.color_bands)
     color = list(info.color_bands)
-    datasets = [_open(p) for p in info.paths]
+    stager = HostStager(dev, slots=2)
+    reader_ds, mask_ds = [], []
     try:
+        reader_ds += [_open(p) for p in info.paths]
+        mask_ds += [_open(p) for p in info.paths]
         for wi, win in enumerate(plan):
             out_idx = [p for p, _ in win.outputs]
             positions = [pos for _, pos in win.outputs]
+            frames = sorted(set(win.frames))
+
+            def load(tile, win=win, frames=frames):
+                """Reader thread: the window's frames and flows for one tile, per band group."""
+                with clock("read"):
+                    lr = {f: read_tile(reader_ds[f], color, tile, info, scaler) for f in frames}
+                with clock("flow"):
+                    fl = [tile_flows(flows, g, win.pairs, tile, info.height, info.width) for g in range(len(groups))]
+                x = [np.stack([lr[f][list(group)] for f in win.frames]) for group in groups]  # (4, 3, th, tw)
+                return tile, x, fl
+
             writers = []
             try:
                 with clock("write"):
                     for p in out_idx:
                         writers.append(_create(outs.temp[p], profile))
-                write = _block_writer(info, scaler, datasets, [sources[p] for p in out_idx], writers)
-                write = clock.wrap(write, "write")
+                write = clock.wrap(_block_writer(info, scaler, mask_ds, [sources[p] for p in out_idx], writers), "write")
                 blender = StreamBlender(grid, (len(out_idx), nc), write)
-                for tile in grid:
-                    with clock("read"):
-                        lr = {f: read_tile(datasets[f], color, tile, info, scaler) for f in sorted(set(win.frames))}
-                    hr_sum = None
-                    counts = np.zeros(nc, np.float32)
-                    for g, group in enumerate(groups):
-                        n_tile = tile.row * len(grid.cols) + tile.col + 1
-                        tracker.step(f"window {wi + 1}/{len(plan)}, tile {n_tile}/{len(grid)}")
-                        x = np.stack([lr[f][list(group)] for f in win.frames])  # (4, 3, th, tw)
-                        with clock("flow"):
-                            fl = tile_flows(flows, g, win.pairs, tile, info.height, info.width)  # (3, 4, th, tw)
-                        with clock("model"), torch.inference_mode(), accel.autocast(dev, dtype):
-                            y = forward_outputs(net, accel.to_device(torch.from_numpy(x)[None], dev),
-                                                accel.to_device(torch.from_numpy(fl)[None], dev), positions)
-                            y = y[0].float().cpu().numpy()  # (F, 3, 4th, 4tw)
-                        if hr_sum is None:
-                            hr_sum = np.zeros((len(out_idx), nc, *y.shape[-2:]), np.float32)
-                        for ch, pos in enumerate(group):  # padded duplicates are averaged
-                            hr_sum[:, pos] += y[:, ch]
-                            counts[pos] += 1
-                    with clock("blend"):
-                        blender.add(tile, hr_sum / counts[None, :, None, None])
+                add = clock.wrap(blender.add, "blend")
+                with AsyncWriter(max_pending=2 * per_forward) as writer:
+                    ready = prefetch(load, iter(grid), depth=per_forward + 1)
+                    try:
+                        while True:
+                            with clock("wait_read"):  # the network idles here if reading is slower
+                                chunk = next(batches(ready, per_forward), None)
+                            if chunk is None:
+                                break
+                            tiles = [c[0] for c in chunk]
+                            hr_sum, counts = None, np.zeros(nc, np.float32)
+                            for g, group in enumerate(groups):
+                                first = tiles[0].row * len(grid.cols) + tiles[0].col + 1
+                                span = f"tile {first}" + (f"-{first + len(tiles) - 1}" if len(tiles) > 1 else "")
+                                tracker.step(f"window {wi + 1}/{len(plan)}, {span}/{len(grid)}", len(tiles))
+                                x = np.stack([c[1][g] for c in chunk])  # (B, 4, 3, th, tw)
+                                fl = np.stack([c[2][g] for c in chunk])  # (B, 3, 4, th, tw)
+                                with clock("model"), torch.inference_mode(), accel.autocast(dev, dtype):
+                                    y = net(stager.to_device(x), stager.to_device(fl), keep=positions)
+                                    y = to_host(y)  # (B, F, 3, 4th, 4tw)
+                                if hr_sum is None:
+                                    hr_sum = np.zeros((*y.shape[:2], nc, *y.shape[-2:]), np.float32)
+                                for ch, pos in enumerate(group):  # padded duplicates are averaged
+                                    hr_sum[:, :, pos] += y[:, :, ch]
+                                    counts[pos] += 1
+                            hr_sum /= counts[None, None, :, None, None]
+                            with clock("wait_write"):  # the writer is behind: its queue is full
+                                for i, tile in enumerate(tiles):
+                                    writer.submit(add, tile, hr_sum[i])
+                    finally:
+                        ready.close()
+                    with clock("wait_write"):
+                        writer.flush()
                 if not blender.finished():
                     raise AssertionError("blender did not write every pixel")  # a bug
                 with clock("write"):
@@ -429,41 +494,8 @@ def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tra
                     for dst in writers:
                         dst.close()
     finally:
-        for ds in datasets:
+        for ds in reader_ds + mask_ds:
             ds.close()
-
-
-def forward_outputs(net, lr, flows, keep):
-    """``net(lr, flows)[:, keep]`` without reconstructing the outputs that are not kept.
-
-    A window owns only 2-3 of the network's 7 outputs, and the per-frame reconstruction (10
-    residual blocks, x4 upsampling, HR convs) is about half of the network's cost, so this
-    saves about a third; reconstructing them one by one also bounds peak memory to one HR
-    frame's activations. It follows ``MSTT.forward`` stage by stage; tests check it equals
-    the full forward. Networks without these stages run in full."""
-    import torch
-
-    from .model import MSTT, interleave, pad_to_multiple
-    from .transformer import MULTIPLE
-
-    if not isinstance(net, MSTT) or len(keep) == lr.shape[1] * 2 - 1:
-        return net(lr, flows)[:, list(keep)]
-    b, t, c, h, w = lr.shape
-    keep = list(keep)
-    flows = flows.to(lr.dtype)
-    lr_p, fl_p = pad_to_multiple(lr, MULTIPLE), pad_to_multiple(flows, MULTIPLE)
-    hp, wp = lr_p.shape[-2:]
-    feats = net.extract(lr_p.reshape(b * t, c, hp, wp)).view(b, t, -1, hp, wp)
-    seq = net.MSST_former(interleave(feats, net.middle_features(feats, fl_p)))[:, keep]
-    rf = 2 * len(net.recon_trunk) + 4  # as in MSTT.forward: crop padding beyond the receptive field
-    hc, wc = min(hp, h + rf), min(wp, w + rf)
-    seq = seq[..., :hc, :wc]
-    # one frame at a time: the HR activations (64 channels at 4x) dominate peak memory
-    out = torch.stack([net.reconstruct(seq[:, i]) for i in range(len(keep))], dim=1)
-    out = out[..., : SCALE * h, : SCALE * w]
-    if net.skip:
-        out = out + net.base(lr, flows)[:, keep]
-    return out
 
 
 def _create(path, profile):
@@ -576,7 +608,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--overlap", type=int, metavar="N", help="overlap between tiles in input pixels (default 16)")
     add("--device", default="auto", choices=DEVICES, help="where to run (default auto: CUDA if available)")
     add("--precision", default="auto", choices=PRECISIONS,
-        help="arithmetic (default auto: fp32 on CPU, bf16 or fp16 on CUDA)")
+        help="arithmetic (default auto: bf16 or fp16 on CUDA; bf16 on CPUs with AMX / AVX-512 BF16, else fp32)")
+    add("--tiles-per-forward", type=int, metavar="N",
+        help="tiles stacked into one network call (default: 1 on CPU, fitted to free GPU memory)")
+    add("--compile", action="store_true", help="torch.compile the network first (GPU; slow start, faster tiles)")
     add("--times", metavar="T1,T2,...", help="acquisition times of the inputs (ISO 8601), instead of their metadata")
     add("--prefix", help="output file name prefix (default: the inputs' common name + '_x4')")
     add("--overwrite", action="store_true", help="replace existing output files")
@@ -614,6 +649,7 @@ def main(args) -> int:
             args.inputs, args.output_dir, weights=args.weights, tile_size=args.tile_size, overlap=args.overlap,
             device=args.device, precision=args.precision, times=args.times, overwrite=args.overwrite,
             cog=args.cog, progress=progress, log=log, prefix=args.prefix, threads=args.threads,
+            tiles_per_forward=args.tiles_per_forward, compile=args.compile,
         )
     finally:
         if bar is not None:

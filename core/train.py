@@ -224,8 +224,18 @@ def pick_device(name: str) -> torch.device:
 
 
 def amp_dtype(mode: str, device: torch.device):
-    """None (fp32) on CPU or when off; bf16 where supported, else fp16 with a grad scaler."""
-    if device.type != "cuda" or mode in ("off", "fp32", False):
+    """None (fp32) when off; bf16 where supported, else fp16 with a grad scaler (CUDA). On CPU,
+    "auto" is bf16 where the processor has bf16 matrix units (2x faster steps, measured), else
+    fp32; fp16 needs CUDA."""
+    from .accel import cpu_fast_bf16
+
+    if mode in ("off", "fp32", False):
+        return None
+    if device.type != "cuda":
+        if mode == "bf16" or (mode == "auto" and cpu_fast_bf16()):
+            return torch.bfloat16
+        if mode == "fp16":
+            raise InputError("train.amp = 'fp16' needs a CUDA device; use bf16 or off on CPU")
         return None
     if mode == "fp16":
         return torch.float16

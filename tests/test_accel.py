@@ -9,8 +9,22 @@ from mstt_stvsr.core.errors import InputError
 def test_auto_device_and_precision():
     dev = accel.resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert accel.resolve_precision("auto", torch.device("cpu")) == torch.float32
-    assert accel.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    cpu = torch.device("cpu")
+    expect = torch.bfloat16 if accel.cpu_fast_bf16() else torch.float32
+    assert accel.resolve_precision("auto", cpu) == expect
+    assert accel.resolve_precision("bf16", cpu) == torch.bfloat16
+    assert accel.resolve_precision("fp32", cpu) == torch.float32
+
+
+def test_cpu_bf16_only_with_matrix_units():
+    """auto picks bf16 on CPUs that compute it in hardware (AMX, AVX-512 BF16), where it is
+    faster; elsewhere it would be emulated and slower than fp32."""
+    assert accel.cpu_fast_bf16({"avx2", "fma"}) is False
+    assert accel.cpu_fast_bf16({"avx512f"}) is False
+    mkl = torch.backends.mkldnn.is_available()
+    assert accel.cpu_fast_bf16({"avx512f", "avx512_bf16"}) is mkl
+    assert accel.cpu_fast_bf16({"amx_bf16", "amx_tile"}) is mkl
+    assert accel.cpu_fast_bf16() == accel.cpu_fast_bf16(accel.cpu_flags())
 
 
 def test_clear_errors_for_impossible_choices():

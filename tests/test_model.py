@@ -130,3 +130,23 @@ def test_reconstruction_crop_changes_nothing_inside_the_frame():
         seq = model.MSST_former(interleave(feats, model.middle_features(feats, fl_p)))
         full = model.reconstruct(seq.reshape(7, 8, 80, 80)).view(1, 7, 3, 320, 320)[..., :84, :136]
     torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
+
+
+def test_keep_makes_only_those_outputs_and_equals_the_full_forward():
+    """The pipeline asks only for the outputs a time window owns; they must be the full
+    forward's, in the order asked, with the base too (random last conv so both parts count)."""
+    model = tiny(skip=True).eval()
+    torch.nn.init.normal_(model.conv_last.weight, std=0.05)
+    torch.manual_seed(3)
+    lr, flows = torch.rand(2, 4, 3, 36, 52), torch.randn(2, 3, 4, 36, 52)
+    calls = []
+    model.recon_trunk.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.inference_mode():
+        full = model(lr, flows)
+        for keep in ([2, 3, 4], [0], [5, 6], [1, 3, 5], [6, 0]):
+            calls.clear()
+            part = model(lr, flows, keep=keep)
+            torch.testing.assert_close(part, full[:, keep], rtol=1e-5, atol=1e-5)
+            assert calls == [2] * len(keep)  # one kept frame (of each batch item) at a time
+        with pytest.raises(ValueError, match="keep"):
+            model(lr, flows, keep=[7])

@@ -13,7 +13,7 @@ from affine import Affine
 from mstt_stvsr.core.errors import Canceled, InputError, WeightsError
 from mstt_stvsr.core.geoio import hr_transform
 from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.pipeline import band_groups, forward_outputs, run_stack, validate_stack
+from mstt_stvsr.core.pipeline import band_groups, run_stack, validate_stack
 from mstt_stvsr.core.timeline import parse_time
 from stackgen import write_stack
 
@@ -137,17 +137,6 @@ def test_georeferenced_stack(tmp_path, model, case):
             err = np.abs(block_mean(data.astype(np.float64)) - lr)[v].mean()
             shifted = np.abs(np.roll(lr, 1, axis=2) - lr)[v].mean()
             assert err < 0.25 * shifted
-
-
-def test_forward_outputs_equals_full_forward():
-    net = tiny(0.05)
-    torch.manual_seed(3)
-    lr = torch.rand(1, 4, 3, 40, 56)
-    flows = torch.randn(1, 3, 4, 40, 56)
-    with torch.inference_mode():
-        full = net(lr, flows)
-        part = forward_outputs(net, lr, flows, [2, 3, 4])
-    torch.testing.assert_close(part, full[:, [2, 3, 4]], rtol=1e-5, atol=1e-5)
 
 
 def test_untiled_run_equals_the_network_on_whole_frames(tmp_path):
@@ -416,5 +405,104 @@ def test_stage_timings(tmp_path, model):
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     timings = {}
     run_stack(paths, tmp_path / "out", model=model, timings=timings)
-    assert set(timings) == {"read", "flow", "model", "blend", "write"}
-    assert all(v >= 0 for v in timings.values()) and timings["model"] > 0
+    assert set(timings) == {"read", "flow", "model", "blend", "write", "wait_read", "wait_write"}
+    assert all(v >= 0 for v in timings.values()) and timings["model"] > 0 and timings["write"] > 0
+
+
+# -- the fast path: tiles per forward, reader and writer threads, compile fallback -----------
+def test_several_tiles_per_forward_give_the_same_frames(tmp_path):
+    """Stacking tiles into one forward (the GPU default) changes nothing but speed: 3x4 tiles
+    of 80 in batches of 5 (full batches and a short one) against one tile per forward."""
+    net = tiny(0.05)
+    paths = write_stack(tmp_path / "in", n=3, h=140, w=200)
+    logs = []
+    one = run_stack(paths, tmp_path / "one", model=net, tile_size=80, overlap=16, tiles_per_forward=1)
+    five = run_stack(paths, tmp_path / "five", model=net, tile_size=80, overlap=16, tiles_per_forward=5,
+                     log=logs.append)
+    assert any("3x4 of 80 px" in line and "5 per forward" in line for line in logs), logs
+    for a, b in zip(one, five):
+        assert np.abs(read(a)[0].astype(int) - read(b)[0].astype(int)).max() <= 1
+
+
+class OomWhenBatched(MSTT):
+    """Raises CUDA's out-of-memory message for any forward of more than one tile."""
+
+    def forward(self, lr, flows=None, keep=None):
+        if lr.shape[0] > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return super().forward(lr, flows, keep)
+
+
+def test_out_of_memory_first_halves_tiles_per_forward(tmp_path):
+    torch.manual_seed(0)
+    net = OomWhenBatched(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
+    paths = write_stack(tmp_path / "in", n=2, h=100, w=150)
+    logs = []
+    out = run_stack(paths, tmp_path / "out", model=net, tile_size=80, tiles_per_forward=4, log=logs.append)
+    retries = [line for line in logs if line.startswith("out of memory")]
+    assert retries == ["out of memory with 4 tiles per forward; retrying with 2",
+                       "out of memory with 2 tiles per forward; retrying with 1"]
+    assert listing(tmp_path / "out") == sorted(Path(p).name for p in out) and len(out) == 3
+
+
+@pytest.mark.parametrize("where", ["reader", "writer"])
+def test_error_in_a_worker_thread_stops_the_run_and_leaves_nothing(tmp_path, model, monkeypatch, where):
+    """A failure while reading (reader thread) or writing (writer thread) reaches the caller
+    as itself, and no output, temporary file or flow file is left."""
+    from mstt_stvsr.core import pipeline
+
+    calls = []
+    if where == "reader":
+        orig = pipeline.read_tile
+
+        def broken(*a, **k):
+            calls.append(1)
+            if len(calls) > 4:
+                raise OSError("disk went away while reading")
+            return orig(*a, **k)
+        monkeypatch.setattr(pipeline, "read_tile", broken)
+    else:
+        orig = pipeline._block_writer
+
+        def broken_factory(*a, **k):
+            write = orig(*a, **k)
+
+            def write_some(*wa, **wk):
+                calls.append(1)
+                if len(calls) > 3:
+                    raise OSError("disk full while writing")
+                return write(*wa, **wk)
+            return write_some
+        monkeypatch.setattr(pipeline, "_block_writer", broken_factory)
+    paths = write_stack(tmp_path / "in", n=3, h=100, w=150)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OSError, match="while " + ("reading" if where == "reader" else "writing")):
+        run_stack(paths, tmp_path / "out", model=model, tile_size=80, overlap=16)
+    assert listing(tmp_path / "out") == []
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, model, monkeypatch):
+    """--compile on a machine whose compiler fails: a warning in the log, the same frames, and
+    the caller's model keeps its own methods."""
+    def failing_compile(fn, **kw):
+        def compiled(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        return compiled
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    paths = write_stack(tmp_path / "in", n=2, h=40, w=40)
+    logs = []
+    a = run_stack(paths, tmp_path / "a", model=model, compile=True, log=logs.append)
+    b = run_stack(paths, tmp_path / "b", model=model)
+    assert any("torch.compile of extract failed (RuntimeError: no C++ compiler found); running eager" in line
+               for line in logs), logs
+    assert not {"extract", "middle_features", "reconstruct"} & set(vars(model))
+    assert "forward" not in vars(model.MSST_former)
+    for x, y in zip(a, b):
+        assert np.array_equal(read(x)[0], read(y)[0])
+
+
+def test_bad_tiles_per_forward(tmp_path, model):
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    with pytest.raises(InputError, match="tiles per forward"):
+        run_stack(paths, tmp_path / "out", model=model, tiles_per_forward=0)
+    assert not (tmp_path / "out").exists()
