@@ -41,7 +41,7 @@ SCALE = 4
 N_IN, N_OUT = 4, 7
 # busy seconds per stage (pipeline._Clock): the reader thread reads and crops flows, the writer
 # blends and writes, beside the network; wait_* is the network thread idling for them
-STAGES = ("read", "flow", "model", "blend", "write", "wait_read", "wait_write")
+STAGES = ("read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write")
 
 # Dense tensor-core peaks in TFLOP/s from NVIDIA's datasheets (no sparsity). "tf32" applies
 # to fp32 convolutions while cuDNN's TF32 is on (PyTorch's default).
@@ -545,6 +545,7 @@ def ratios(result: dict) -> dict:
         st, wall = e2e["stages"], e2e["wall_seconds"]
         out["model share of wall time"] = st["model"] / wall
         out["flow+IO share of wall time (all but the network)"] = e2e["not_model_seconds"] / wall
+        out["network waiting for scene optical flow"] = st["wait_flow"] / wall
         out["network waiting for reads/flow crops"] = st["wait_read"] / wall
         out["network waiting for blend/writes"] = st["wait_write"] / wall
         if "tiled_overhead" in e2e:

@@ -6,12 +6,15 @@ Order of work, and why:
 2. Optical flow once per consecutive frame pair (and band group) for the whole LR scene
    (scenes over 1024 px a side in overlapping blended blocks, so that its memory stays
    bounded), kept on disk beside the outputs when large: every tile crops the same motion,
-   so tiles agree.
+   so tiles agree. A background thread computes the pairs in time order; each window waits
+   only for its own, so later flows overlap the network's work on earlier windows.
 3. For each time window (``timeline.plan_windows``), for each tile in raster order: read the
    window's 4 frames for the tile (reflect-padded at scene borders), run the network once per
    band group, and hand the outputs the window owns to a ``StreamBlender`` that writes
    finished HR blocks into that window's output GeoTIFFs. Windows outer, tiles inner: only
    the 1-3 files of one window are open, and blending memory covers those frames only.
+   Reads and flow crops of the next tiles run in a reader thread, blending and writing in a
+   writer thread, and several tiles can share one forward (GPU), so the network seldom waits.
 4. Outputs live under temporary names until everything succeeded, then are renamed together;
    any error or cancel removes them.
 
@@ -127,46 +130,87 @@ class FlowStore:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def compute_flows(info: StackInfo, groups, scaler, outs: OutputSet, step, clock) -> FlowStore:
-    """Flows of each consecutive pair per band group, for the whole scene. Each frame is read
-    straight into the grey image the flow works on (the luma ``flows_tensor`` takes), so only
-    two grey frames are held."""
-    from .flow import to_gray
+class FlowWorker:
+    """Computes the flows of every consecutive pair (all band groups) in a background thread,
+    in time order, while the network works on the windows whose pairs are ready: on a GPU the
+    CPU's optical flow for later windows then costs no wall time. Progress, cancel and errors
+    stay with the caller's thread (``wait``); ``close`` stops the thread between blocks.
 
-    store = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
-    color = list(info.color_bands)
+    Each frame is read straight into the grey image the flow works on (the luma
+    ``flows_tensor`` takes), so only two grey frames per band group are held."""
 
-    def grey(k, bands):
-        with clock("read"):
-            return read_frame(info.paths[k], bands, scaler, to_gray)
+    def __init__(self, info: StackInfo, groups, scaler, store: FlowStore, clock):
+        import threading
 
-    for g, group in enumerate(groups):
-        bands = [color[i] for i in group]
-        label = f" (bands {','.join(map(str, sorted(set(bands))))})" if len(groups) > 1 else ""
-        prev = None
-        for k in range(info.n_frames - 1):
-            step(f"optical flow {k + 1}/{info.n_frames - 1}{label}", FLOW_COST)
-            prev = grey(k, bands) if prev is None else prev
-            cur = grey(k + 1, bands)
-            arr = store.writable(g, k)
-            with clock("flow"):
-                scene_flows(prev, cur, arr)
-            store.seal(g, k, arr)
-            prev = cur
-    return store
+        self.info, self.groups, self.scaler, self.store, self.clock = info, groups, scaler, store, clock
+        self.n_pairs = info.n_frames - 1
+        self.ready = [threading.Event() for _ in range(self.n_pairs)]
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.reported = 0
+        self.thread = threading.Thread(target=self._run, name="mstt-flow", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from .flow import to_gray
+
+        color = list(self.info.color_bands)
+        last = {}  # band group -> (frame index, grey frame)
+
+        def grey(k, g):
+            if g in last and last[g][0] == k:
+                return last[g][1]
+            with self.clock("read"):
+                img = read_frame(self.info.paths[k], [color[i] for i in self.groups[g]], self.scaler, to_gray)
+            last[g] = (k, img)
+            return img
+
+        try:
+            for k in range(self.n_pairs):
+                for g in range(len(self.groups)):
+                    prev = grey(k, g)
+                    cur = grey(k + 1, g)
+                    arr = self.store.writable(g, k)
+                    with self.clock("flow"):
+                        scene_flows(prev, cur, arr, self.stop)
+                    if self.stop.is_set():
+                        return
+                    self.store.seal(g, k, arr)
+                self.ready[k].set()
+        except BaseException as exc:  # handed to the waiting thread
+            self.error = exc
+        finally:
+            for ev in self.ready:  # nobody waits forever, whatever happened
+                ev.set()
+
+    def wait(self, upto: int, tracker) -> None:
+        """Block until pairs 0..upto are done; report each once as progress; check cancel."""
+        for k in range(self.reported, upto + 1):
+            label = f" ({len(self.groups)} band groups)" if len(self.groups) > 1 else ""
+            tracker.step(f"optical flow {k + 1}/{self.n_pairs}{label}", FLOW_COST * len(self.groups))
+            while not self.ready[k].wait(0.1):
+                tracker.check()
+            if self.error is not None:
+                raise self.error
+            self.reported = k + 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 FLOW_BLOCK, FLOW_OVERLAP = 1024, 64
 
 
-def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray) -> None:
+def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None) -> None:
     """Middle flows (4, H, W) of two grey frames into ``out`` (zeroed).
 
     Frames up to FLOW_BLOCK pixels a side are processed whole. Larger scenes go in blocks of
     FLOW_BLOCK overlapping by FLOW_OVERLAP, blended with the tiles' raised-cosine weights: the
     flow's memory (about 200 bytes per pixel in DIS) would otherwise grow with the scene (3.5 GB
     for 4096 x 4096), while satellite-video motion (a few pixels) is well inside a block. The
-    result is still one field for the whole scene, computed once, so tiles agree on motion."""
+    result is still one field for the whole scene, computed once, so tiles agree on motion.
+    ``stop`` (a threading.Event) ends the work between blocks."""
     from .flow import middle_flows
     from .tiling import axis_spans, axis_weights
 
@@ -178,6 +222,8 @@ def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray) -> None:
     wy, wx = axis_weights(rows, h, scale=1), axis_weights(cols, w, scale=1)
     for r, ys in enumerate(rows):
         for c, xs in enumerate(cols):
+            if stop is not None and stop.is_set():
+                return
             sy, sx = slice(ys.start, ys.stop), slice(xs.start, xs.stop)
             f = middle_flows(np.stack([prev[sy, sx], cur[sy, sx]]))[0]
             out[:, sy, sx] += f * (wy[r][:, None] * wx[c][None, :])
@@ -202,7 +248,7 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
     rounded up to the network's 80-px unit). ``times``: N times (list or comma-separated) to
     use instead of the frames' metadata. ``progress(fraction, message)``, ``is_canceled()``,
     ``log(line)``: optional callbacks. ``timings``: a dict that receives seconds spent per
-    stage ("read", "flow", "model", "blend", "write", "wait_read", "wait_write"; see
+    stage ("read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write"; see
     ``_Clock``). ``tiles_per_forward``: tiles stacked into one network call (None = 1 on CPU,
     as many as half the free GPU memory holds on CUDA). ``compile``: ``torch.compile`` the
     network's stages (falls back to eager if compilation fails). Raises InputError,
@@ -230,7 +276,7 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
         raise InputError(f"overlap {overlap} must be less than half the tile size ({accel.round_tile(tile_size)})")
     outs.prepare()  # creates the folder if needed and checks it can be written
 
-    flows = None
+    flows = flow_worker = None
     was_training = model.training
     compiled = []
     from . import fastpath
@@ -262,15 +308,16 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
         clock = _Clock(timings, dev)
         grid = make_grid(info, tile, ov, margin)
         tracker.total = FLOW_COST * len(groups) * (info.n_frames - 1) + len(plan) * len(grid) * len(groups)
-        flows = compute_flows(info, groups, scaler, outs, tracker.step, clock)
+        flows = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
+        flow_worker = FlowWorker(info, groups, scaler, flows, clock)
         while True:
             grid = make_grid(info, tile, ov, margin)
             log(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {tile} px, overlap >= {grid.overlap} px, "
                 f"margin {grid.margin} px, {per_forward} per forward; {len(plan)} time window(s)")
             try:
                 with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
-                    _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock,
-                             per_forward)
+                    _process(info, plan, grid, groups, flows, flow_worker, scaler, net, dev, dtype, outs, tracker,
+                             clock, per_forward)
                 break
             except Exception as exc:  # out of (GPU) memory: fewer tiles per forward, then smaller tiles
                 if not accel.is_oom(exc):
@@ -287,8 +334,9 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
                         raise MsttError(f"out of {where} even with {tile}-px tiles{hint}") from None
                     log(f"out of {where} with {tile}-px tiles; retrying with {smaller}")
                     tile = smaller
-                tracker.restart(FLOW_COST * len(groups) * (info.n_frames - 1),
-                                len(plan) * len(make_grid(info, tile, ov, margin)) * len(groups))
+                tracker.restart(FLOW_COST * len(groups) * flow_worker.reported,
+                                FLOW_COST * len(groups) * (info.n_frames - 1)
+                                + len(plan) * len(make_grid(info, tile, ov, margin)) * len(groups))
         tracker.message("writing" + (" cloud-optimised GeoTIFFs" if cog else ""))
         with clock("write"):
             paths = outs.commit(cog=cog)
@@ -299,6 +347,8 @@ def run_stack(inputs, out_dir, *, weights=None, model=None, tile_size=None, over
         outs.discard()
         raise
     finally:
+        if flow_worker is not None:
+            flow_worker.close()  # before its files go
         if flows is not None:
             flows.close()
         fastpath.uncompile_stages(model, compiled)  # the caller's model gets its own methods back
@@ -317,9 +367,10 @@ class _Clock:
     """Seconds per stage into ``timings``; a no-op when ``timings`` is None.
 
     Exclusive within a thread (a write inside a blend pauses the blend), summed over threads:
-    the reader ("read", "flow") and the writer ("blend", "write") run beside the network
-    ("model"), so stages may add up to more than the wall time. What the network thread
-    spent waiting for them is "wait_read" and "wait_write". On CUDA the device is
+    the flow thread ("read", "flow"), the reader ("read", "flow" crops) and the writer
+    ("blend", "write") run beside the network ("model"), so stages may add up to more than
+    the wall time. What the network thread spent waiting for them is "wait_flow",
+    "wait_read" and "wait_write". On CUDA the device is
     synchronised around "model" so that its time is not billed to whatever waits next."""
 
     def __init__(self, timings, dev):
@@ -392,9 +443,8 @@ class _Progress:
             self.progress(min(0.999, self.done_units / max(self.total, 1e-9)), message)
         self.done_units += units
 
-    def restart(self, flow_units: float, tile_units: float) -> None:
-        self.total = flow_units + tile_units
-        self.done_units = flow_units
+    def restart(self, done_units: float, total: float) -> None:
+        self.total, self.done_units = total, done_units
 
     def message(self, message: str) -> None:
         self.check()
@@ -406,7 +456,8 @@ class _Progress:
             self.progress(1.0, "done")
 
 
-def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tracker, clock, per_forward) -> None:
+def _process(info, plan, grid, groups, flows, flow_worker, scaler, net, dev, dtype, outs, tracker, clock,
+             per_forward) -> None:
     """All windows x tiles with one grid; writes every output under its temporary name.
 
     Three threads keep the network busy: a reader prepares the next tiles (frame reads, flow
@@ -432,6 +483,8 @@ def _process(info, plan, grid, groups, flows, scaler, net, dev, dtype, outs, tra
             out_idx = [p for p, _ in win.outputs]
             positions = [pos for _, pos in win.outputs]
             frames = sorted(set(win.frames))
+            with clock("wait_flow"):  # the flows this window needs (later ones are still computing)
+                flow_worker.wait(max(min(a, b) for a, b in win.pairs), tracker)
 
             def load(tile, win=win, frames=frames):
                 """Reader thread: the window's frames and flows for one tile, per band group."""

@@ -405,7 +405,7 @@ def test_stage_timings(tmp_path, model):
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     timings = {}
     run_stack(paths, tmp_path / "out", model=model, timings=timings)
-    assert set(timings) == {"read", "flow", "model", "blend", "write", "wait_read", "wait_write"}
+    assert set(timings) == {"read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write"}
     assert all(v >= 0 for v in timings.values()) and timings["model"] > 0 and timings["write"] > 0
 
 
@@ -506,3 +506,55 @@ def test_bad_tiles_per_forward(tmp_path, model):
     with pytest.raises(InputError, match="tiles per forward"):
         run_stack(paths, tmp_path / "out", model=model, tiles_per_forward=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monkeypatch):
+    """5 frames: the first window needs pairs 0-2 only. The flow of pair 3 is held until the
+    first window's tiles have started: a pipeline that computed every flow first would never
+    get there (the hold gives up after 120 s and the run fails)."""
+    import threading
+
+    from mstt_stvsr.core import pipeline
+
+    started = threading.Event()
+    calls = []
+    orig = pipeline.scene_flows
+
+    def held(prev, cur, out, stop=None):
+        calls.append(1)
+        if len(calls) == 4 and not started.wait(120):
+            raise RuntimeError("pair 3 was needed before window 1 ran")
+        return orig(prev, cur, out, stop)
+
+    monkeypatch.setattr(pipeline, "scene_flows", held)
+    paths = write_stack(tmp_path / "in", n=5, h=24, w=24)
+    seen = []
+
+    def progress(f, msg):
+        seen.append(msg)
+        if msg.startswith("window 1"):
+            started.set()
+
+    out = run_stack(paths, tmp_path / "out", model=model, progress=progress)
+    assert len(out) == 9 and len(calls) == 4
+    flow_msgs = [i for i, m in enumerate(seen) if m.startswith("optical flow")]
+    assert [seen[i] for i in flow_msgs] == [f"optical flow {k}/4" for k in (1, 2, 3, 4)]
+    assert flow_msgs[-1] > seen.index(next(m for m in seen if m.startswith("window 1")))
+
+
+@pytest.mark.parametrize("how", ["cancel", "error"])
+def test_cancel_or_error_during_optical_flow(tmp_path, model, monkeypatch, how):
+    import threading
+
+    from mstt_stvsr.core import pipeline
+
+    if how == "error":
+        def broken(prev, cur, out, stop=None):
+            raise ValueError("flow failed")
+        monkeypatch.setattr(pipeline, "scene_flows", broken)
+    paths = write_stack(tmp_path / "in", n=3, h=24, w=24)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(Canceled if how == "cancel" else ValueError):
+        run_stack(paths, tmp_path / "out", model=model, is_canceled=lambda: how == "cancel")
+    assert listing(tmp_path / "out") == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("mstt-")]
