@@ -113,7 +113,8 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         device = QgsProcessingParameterEnum(
             self.DEVICE, "Device (auto = CUDA GPU if available)", DEVICES, defaultValue="auto")
         precision = QgsProcessingParameterEnum(
-            self.PRECISION, "Precision (auto = fp32 on CPU, bf16/fp16 on GPU)", PRECISIONS, defaultValue="auto")
+            self.PRECISION, "Precision (auto = bf16/fp16 on GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32)",
+            PRECISIONS, defaultValue="auto")
         for enum in (device, precision):
             enum.setUsesStaticStrings(True)  # DEVICE=cpu on the command line and in models
         times = QgsProcessingParameterString(
