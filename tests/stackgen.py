@@ -105,3 +105,12 @@ def write_stack(folder, n: int = 4, h: int = 40, w: int = 56, *, dtype="uint8", 
                     dst.colorinterp = colorinterp
         paths.append(str(p))
     return paths
+
+
+def rewrite_crs(path, crs="EPSG:4326") -> None:
+    """Rewrite one frame in another CRS (same pixels): a stack that no longer lines up."""
+    with rasterio.open(path) as src:
+        prof, data = src.profile, src.read()
+    prof["crs"] = crs
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)

@@ -15,7 +15,7 @@ from mstt_stvsr.core.geoio import hr_transform
 from mstt_stvsr.core.model import MSTT
 from mstt_stvsr.core.pipeline import band_groups, run_stack, validate_stack
 from mstt_stvsr.core.timeline import parse_time
-from stackgen import write_stack
+from stackgen import rewrite_crs, write_stack
 
 
 def tiny(residual=0.0, seed=0):
@@ -259,18 +259,10 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, model):
     assert again == out and listing(tmp_path / "out") == sorted(Path(p).name for p in out)
 
 
-def _mismatch(paths):
-    with rasterio.open(paths[1]) as src:
-        prof, data = src.profile, src.read()
-    prof["crs"] = "EPSG:4326"
-    with rasterio.open(paths[1], "w", **prof) as dst:
-        dst.write(data)
-
-
 ERRORS = {
     "one frame": (lambda p, d: dict(inputs=p[:1]), InputError, "at least 2 frames"),
     "missing frame": (lambda p, d: dict(inputs=[p[0], str(d / "gone.tif")]), InputError, r"gone\.tif: file not found"),
-    "CRS mismatch": (lambda p, d: (_mismatch(p), dict())[1], InputError, r"frame_01\.tif: CRS EPSG:4326 differs"),
+    "CRS mismatch": (lambda p, d: (rewrite_crs(p[1]), dict())[1], InputError, r"frame_01\.tif: CRS EPSG:4326 differs"),
     "times count": (lambda p, d: dict(times="2021-01-01"), InputError, "gives 1 times for 3 input frames"),
     "times order": (lambda p, d: dict(times="2021-01-03,2021-01-02,2021-01-04"), InputError, "not after"),
     "bad time": (lambda p, d: dict(times="2021-01-01,noon,2021-01-03"), InputError, "'noon'"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from qgis_fixtures import ALG, RecordingFeedback
-from stackgen import write_stack
+from stackgen import rewrite_crs, write_stack
 
 pytestmark = pytest.mark.qgis
 
@@ -20,14 +20,6 @@ def run(params, feedback=None, context=None):
     import processing
 
     return processing.run(ALG, params, feedback=feedback or RecordingFeedback.create(), context=context)
-
-
-def _crs_mismatch(paths):
-    with rasterio.open(paths[1]) as src:
-        prof, data = src.profile, src.read()
-    prof["crs"] = "EPSG:4326"
-    with rasterio.open(paths[1], "w", **prof) as dst:
-        dst.write(data)
 
 
 def _palette(d):
@@ -55,7 +47,7 @@ BAD = {
                                       q.update(INPUT=[p[0], str(d / "notes.txt")])), "notes.txt: not a raster GDAL can read"),
     "size mismatch": (lambda q, p, d: q.update(INPUT=[p[0], write_stack(d / "other", n=1, h=24, w=56)[0]]),
                       "size 56x24 differs from"),
-    "CRS mismatch": (lambda q, p, d: _crs_mismatch(p), "frame_01.tif: CRS EPSG:4326 differs"),
+    "CRS mismatch": (lambda q, p, d: rewrite_crs(p[1]), "frame_01.tif: CRS EPSG:4326 differs"),
     "palette": (lambda q, p, d: q.update(INPUT=_palette(d)), "colour table"),
     "times count": (lambda q, p, d: q.update(TIMES="2021-01-01T00:00:00Z"), "TIMES gives 1 times for 3 input frames"),
     "times order": (lambda q, p, d: q.update(TIMES="2021-01-03,2021-01-02,2021-01-04"),
