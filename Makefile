@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
 JOBS ?= 2
 
-.PHONY: setup apt venv test test-fast demo package bench clean imagery data
+.PHONY: setup apt venv test test-fast demo package bench clean imagery data train eval
 
 setup: $(STAMP)
 
@@ -51,10 +51,28 @@ bench: setup
 imagery: setup
 	$(PY) tools/fetch_imagery.py
 
-# Training set (300 clips) and held-out test set (12 clips), deterministic; see core/synth.py.
-data: imagery
-	$(VENV)/bin/mstt-stvsr synth --out build/data/train --clips 300 --size 384 --split train --seed 1
-	$(VENV)/bin/mstt-stvsr synth --out build/data/test --clips 12 --size 320 --split test --seed 2
+# Synthetic satellite video from those stills (core/synth.py), deterministic from the seeds:
+# training set 400 clips with optics blur sigma 0-1.3 HR px (sharp to Jilin-1-like soft),
+# held-out test sets (imagery never used for training): sharp (sigma 0-0.6) and soft (0.6-1.3).
+SYNTH := $(VENV)/bin/mstt-stvsr synth --quiet
+data: build/data/train/clips.json build/data/test/clips.json build/data/test_soft/clips.json
+build/data/train/clips.json: | imagery
+	$(SYNTH) --out build/data/train --clips 400 --size 384 --split train --seed 1 --psf 0,1.3
+build/data/test/clips.json: | imagery
+	$(SYNTH) --out build/data/test --clips 12 --size 320 --split test --seed 2
+build/data/test_soft/clips.json: | imagery
+	$(SYNTH) --out build/data/test_soft --clips 12 --size 320 --split test --seed 2 --psf 0.6,1.3
+
+# The shipped weights: train (time-boxed cosine schedule, resumable with RESUME=--resume), export
+# fp16 safetensors, evaluate on both held-out sets (tables in build/eval/*/eval.md).
+TRAIN_MINUTES ?= 120
+TRAIN_ARGS ?=
+train: data
+	$(VENV)/bin/mstt-stvsr train --config configs/default.toml --schedule time --max-minutes $(TRAIN_MINUTES) \
+	  $(TRAIN_ARGS) --export resources/weights/mstt_default.safetensors
+eval: data
+	$(VENV)/bin/mstt-stvsr eval --data build/data/test --out build/eval/test
+	$(VENV)/bin/mstt-stvsr eval --data build/data/test_soft --out build/eval/test_soft
 
 clean:
 	rm -rf build dist demo_out $(STAMP)
