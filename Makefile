@@ -63,7 +63,7 @@ build/data/test/clips.json: | imagery
 build/data/test_soft/clips.json: | imagery
 	$(SYNTH) --out build/data/test_soft --clips 12 --size 320 --split test --seed 2 --psf 0.6,1.3
 
-# The shipped weights: train (time-boxed cosine schedule, resumable with RESUME=--resume), export
+# The shipped weights: train (time-boxed cosine schedule; continue with TRAIN_ARGS=--resume), export
 # fp16 safetensors, evaluate on both held-out sets (tables in build/eval/*/eval.md).
 TRAIN_MINUTES ?= 120
 TRAIN_ARGS ?=
