@@ -13,11 +13,11 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "info": (".cli", "print versions, devices and the deformable-conv backend"),
-    "run": (".pipeline", "super-resolve a stack of georeferenced frames (N in, 2N-1 out, x4)"),
-    "train": (".train", "train MSTT weights"),
-    "eval": (".evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
-    "synth": (".synth", "make synthetic satellite-video clips or the sample stack"),
-    "bench": (".bench", "throughput and end-to-end benchmark"),
+    "run": (".run.command", "super-resolve a stack of georeferenced frames (N in, 2N-1 out, x4)"),
+    "train": (".training.train", "train MSTT weights"),
+    "eval": (".training.evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
+    "synth": (".training.synth", "make synthetic satellite-video clips or the sample stack"),
+    "bench": (".bench.bench", "throughput and end-to-end benchmark"),
 }
 
 
@@ -68,13 +68,13 @@ def collect_info() -> dict:
         if torch.cuda.is_available():
             devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
         info["devices"] = ", ".join(devices)
-        from .dcn import deform_conv_backend
+        from .net.dcn import deform_conv_backend
 
         info["deform_conv_backend"] = deform_conv_backend()
     except Exception as exc:
         info["devices"] = f"unavailable ({exc})"
     try:
-        from .weights import default_weights_path
+        from .net.weights import default_weights_path
 
         path = default_weights_path()
         info["default_weights"] = f"{path}" + ("" if path.exists() else " (missing)")

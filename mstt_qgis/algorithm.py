@@ -1,4 +1,4 @@
-"""``mstt:spacetimesr``: the Processing face of ``core.pipeline.run_stack``.
+"""``mstt:spacetimesr``: the Processing face of ``core.run.pipeline.run_stack``.
 
 Thin on purpose: parameters in, one call to the engine, its messages out. The engine (torch,
 rasterio) is imported only inside ``processAlgorithm``, after a dependency check that turns a
@@ -18,10 +18,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.run.options import DEVICES, PRECISIONS
 from . import deps
 
-DEVICES = ["auto", "cpu", "cuda"]  # = core.accel.DEVICES (not imported: it imports torch)
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]  # = core.accel.PRECISIONS
 # the CLI's option names in the engine's messages, as this algorithm's parameters
 CLI_NAMES = {"--overwrite": "the OVERWRITE option", "--times": "TIMES", "--device cpu": "DEVICE cpu",
              "--weights": "WEIGHTS", "--tile-size": "TILE_SIZE", "--overlap": "OVERLAP", "--precision": "PRECISION"}
@@ -111,10 +110,10 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
             self.OVERLAP, "Tile overlap in input pixels (empty = 16)",
             QgsProcessingParameterNumber.Integer, optional=True, minValue=0, maxValue=1024)
         device = QgsProcessingParameterEnum(
-            self.DEVICE, "Device (auto = CUDA GPU if available)", DEVICES, defaultValue="auto")
+            self.DEVICE, "Device (auto = CUDA GPU if available)", list(DEVICES), defaultValue="auto")
         precision = QgsProcessingParameterEnum(
             self.PRECISION, "Precision (auto = bf16/fp16 on GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32)",
-            PRECISIONS, defaultValue="auto")
+            list(PRECISIONS), defaultValue="auto")
         for enum in (device, precision):
             enum.setUsesStaticStrings(True)  # DEVICE=cpu on the command line and in models
         times = QgsProcessingParameterString(
@@ -160,8 +159,9 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
 
         ensure_engine()
         from ..core.errors import MsttError
-        from ..core.pipeline import run_stack, validate_stack
-        from ..core.timeline import output_times
+        from ..core.geo.times import output_times
+        from ..core.run.options import RunOptions
+        from ..core.run.pipeline import Hooks, run_stack, validate_stack
 
         last_text = [None]
 
@@ -179,11 +179,11 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushInfo(line)
 
         try:
-            info = validate_stack(inputs, times=times, out_dir=out_dir, overwrite=overwrite)
-            outputs = run_stack(
-                inputs, out_dir, weights=weights, tile_size=tile, overlap=overlap, device=device,
-                precision=precision, times=times, overwrite=overwrite, cog=cog, progress=progress,
-                is_canceled=feedback.isCanceled, log=log)
+            options = RunOptions(weights=weights, tile_size=tile, overlap=overlap, device=device,
+                                 precision=precision, times=times, overwrite=overwrite, cog=cog)
+            info = validate_stack(inputs, options, out_dir=out_dir)
+            outputs = run_stack(inputs, out_dir, options,
+                                hooks=Hooks(progress=progress, is_canceled=feedback.isCanceled, log=log))
         except MsttError as err:
             raise QgsProcessingException(processing_message(err)) from None
         feedback.pushInfo(f"elapsed: {time.perf_counter() - t0:.1f} s for {len(outputs)} frames")

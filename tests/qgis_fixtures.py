@@ -97,8 +97,8 @@ def tiny_weights(tmp_path_factory) -> Path:
     """A tiny MSTT's weights, so that whole runs take seconds on the shared CPU."""
     import torch
 
-    from mstt_stvsr.core.model import MSTT
-    from mstt_stvsr.core.weights import save_weights
+    from mstt_stvsr.core.net.model import MSTT
+    from mstt_stvsr.core.net.weights import save_weights
 
     torch.manual_seed(0)
     return save_weights(MSTT(**TINY), tmp_path_factory.mktemp("weights") / "tiny.safetensors")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mstt_stvsr.core import accel
+from mstt_stvsr.core.run import device as accel
 from mstt_stvsr.core.errors import InputError
 
 
@@ -65,10 +65,16 @@ def test_out_of_memory_is_recognised():
     assert not accel.is_oom(ValueError("out of memory"))
 
 
-def test_cli_choices_match():
-    from mstt_stvsr.core import pipeline
+def test_every_precision_choice_resolves_on_cpu():
+    """The choices the CLI and QGIS offer (one torch-free list) are the ones the device layer takes."""
+    from mstt_stvsr.core.run.options import PRECISIONS
 
-    assert pipeline.DEVICES == accel.DEVICES and pipeline.PRECISIONS == accel.PRECISIONS
+    for name in PRECISIONS:
+        if name == "fp16":
+            with pytest.raises(InputError, match="fp16 needs a CUDA device"):
+                accel.resolve_precision(name, torch.device("cpu"))
+        else:
+            assert accel.resolve_precision(name, torch.device("cpu")) in (torch.float32, torch.bfloat16)
 
 
 def test_threads():

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from mstt_stvsr.core import bench, fastpath
-from mstt_stvsr.core.model import MSTT
+from mstt_stvsr.core.bench import bench
+from mstt_stvsr.core.run import cost
+from mstt_stvsr.core.net.model import MSTT
 
 TINY = dict(nf=8, groups=2, front_RBs=1, back_RBs=1)
 
@@ -115,7 +116,7 @@ def test_full_model_flops_match_published_cost():
     assert bench.count_flops(model, 2, 160, 160) == pytest.approx(2 * flops)
     # the pipeline's analytic cost model (tile choice) agrees, also for non-square tiles
     for h, w in ((160, 160), (80, 240), (320, 320)):
-        assert fastpath.window_flops(h, w) == pytest.approx(bench.count_flops(model, 1, h, w), rel=0.01)
+        assert cost.window_flops(h, w) == pytest.approx(bench.count_flops(model, 1, h, w), rel=0.01)
 
 
 def test_peaks():
@@ -141,10 +142,10 @@ def test_bf16_autocast_keeps_psnr():
     ok, why = bf16_ok()
     if not ok:
         pytest.skip(f"CPU bf16 autocast not usable here: {why}")
-    from mstt_stvsr.core.degrade import downsample
-    from mstt_stvsr.core.flow import flows_tensor
-    from mstt_stvsr.core.synth import make_clip
-    from mstt_stvsr.core.weights import default_weights_path, load_model
+    from mstt_stvsr.core.training.degrade import downsample
+    from mstt_stvsr.core.run.flow import flows_tensor
+    from mstt_stvsr.core.training.synth import make_clip
+    from mstt_stvsr.core.net.weights import default_weights_path, load_model
 
     if default_weights_path().exists():
         model = load_model(None)

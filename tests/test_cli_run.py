@@ -10,8 +10,8 @@ import rasterio
 import torch
 
 from mstt_stvsr.core import cli
-from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.weights import save_weights
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.net.weights import save_weights
 from stackgen import write_stack
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mstt_stvsr.core.datasets import (GeoTiffFramesDataset, SeptupletDataset, SplitDataset, open_dataset)
-from mstt_stvsr.core.degrade import downsample
+from mstt_stvsr.core.training.datasets import (GeoTiffFramesDataset, SeptupletDataset, SplitDataset, open_dataset)
+from mstt_stvsr.core.training.degrade import downsample
 from mstt_stvsr.core.errors import InputError
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mstt_stvsr.core import dcn
-from mstt_stvsr.core.dcn import DCNv2Pack, deform_conv_backend, modulated_deform_conv2d, modulated_deform_conv2d_pure
+from mstt_stvsr.core.net import dcn
+from mstt_stvsr.core.net.dcn import DCNv2Pack, deform_conv_backend, modulated_deform_conv2d, modulated_deform_conv2d_pure
 
 
 # -- slow, obviously correct reference ------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mstt_stvsr.core.degrade import crop_to_multiple, downsample, downsample_float, downsample_tensor
+from mstt_stvsr.core.training.degrade import crop_to_multiple, downsample, downsample_float, downsample_tensor
 from mstt_stvsr.core.errors import InputError
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mstt_stvsr.core import evaluate as E
+from mstt_stvsr.core.training import evaluate as E
 from mstt_stvsr.core.cli import main as cli_main
-from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.synth import write_septuplets
-from mstt_stvsr.core.weights import save_weights
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.training.synth import write_septuplets
+from mstt_stvsr.core.net.weights import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_eval_tiny_model_writes_report(testset, tmp_path):
     for part in ("all", "inputs", "new"):
         assert res["mean"]["mstt"][part] == pytest.approx(res["mean"]["base"][part], abs=1e-9)
     # the baseline scores agree with a direct computation on the first clip
-    from mstt_stvsr.core.datasets import open_dataset
+    from mstt_stvsr.core.training.datasets import open_dataset
 
     c = open_dataset(testset).clip(0)
     b = E.baseline(c.lr).astype(float)

@@ -7,51 +7,53 @@ import numpy as np
 import pytest
 import torch
 
-from mstt_stvsr.core import fastpath as fp
-from mstt_stvsr.core.tiling import axis_spans
+from mstt_stvsr.core.run import compile as compiling
+from mstt_stvsr.core.run import cost
+from mstt_stvsr.core.run import threads as worker_threads
+from mstt_stvsr.core.run.tiling import axis_spans
 
 
 def test_choose_tile_minimises_computed_flops():
     sizes = range(80, 961, 80)
     for h, w in ((2048, 2048), (5000, 12000), (300, 300)):
-        costs = {t: fp.grid_flops(h, w, t, 16) for t in sizes}
-        t = fp.choose_tile(h, w, 960, 16)
+        costs = {t: cost.grid_flops(h, w, t, 16) for t in sizes}
+        t = cost.choose_tile(h, w, 960, 16)
         assert t % 80 == 0 and 80 <= t <= 960
         assert costs[t] <= 1.03 * min(costs.values())
         assert all(costs[u] > 1.03 * min(costs.values()) for u in sizes if u > t)  # largest within 3 %
     # the memory limit is respected, and the biggest tile is not blindly taken: three 960-px
     # tiles for 2048 px waste a lot, and attention over a huge tile costs more per pixel
-    assert fp.choose_tile(2048, 2048, 160, 16) <= 160
-    best = fp.choose_tile(2048, 2048, 960, 16)
-    assert fp.grid_flops(2048, 2048, 960, 16) > 1.5 * fp.grid_flops(2048, 2048, best, 16)
+    assert cost.choose_tile(2048, 2048, 160, 16) <= 160
+    best = cost.choose_tile(2048, 2048, 960, 16)
+    assert cost.grid_flops(2048, 2048, 960, 16) > 1.5 * cost.grid_flops(2048, 2048, best, 16)
 
 
 def test_window_flops_grow_faster_than_area():
-    per_px = [fp.window_flops(t, t) / t ** 2 for t in (80, 160, 320, 640)]
+    per_px = [cost.window_flops(t, t) / t ** 2 for t in (80, 160, 320, 640)]
     assert per_px == sorted(per_px) and per_px[-1] > 1.3 * per_px[0]
-    assert fp.window_flops(160, 160, batch=3) == pytest.approx(3 * fp.window_flops(160, 160))
-    assert fp.window_flops(100, 100) == fp.window_flops(160, 160)  # padded to 80-multiples
+    assert cost.window_flops(160, 160, batch=3) == pytest.approx(3 * cost.window_flops(160, 160))
+    assert cost.window_flops(100, 100) == cost.window_flops(160, 160)  # padded to 80-multiples
 
 
 def test_grid_flops_follow_the_pipeline_grid():
     rows = axis_spans(1000, 320, 16, 8, 80)
     cols = axis_spans(700, 320, 16, 8, 80)
-    assert fp.grid_flops(1000, 700, 320, 16) == pytest.approx(len(rows) * len(cols) * fp.window_flops(320, 320))
+    assert cost.grid_flops(1000, 700, 320, 16) == pytest.approx(len(rows) * len(cols) * cost.window_flops(320, 320))
 
 
 def test_tiles_per_forward():
-    assert fp.tiles_per_forward(torch.device("cpu"), 160) == 1
+    assert cost.tiles_per_forward(torch.device("cpu"), 160) == 1
     cuda = torch.device("cuda")  # only the memory arithmetic: no GPU is touched with free_bytes given
-    counts = [fp.tiles_per_forward(cuda, 160, torch.bfloat16, free_bytes=g * 2 ** 30) for g in (0, 2, 8, 80)]
+    counts = [cost.tiles_per_forward(cuda, 160, torch.bfloat16, free_bytes=g * 2 ** 30) for g in (0, 2, 8, 80)]
     assert counts[0] == 1 and counts == sorted(counts) and counts[-1] == 8
-    assert fp.tiles_per_forward(cuda, 160, torch.float32, free_bytes=8 * 2 ** 30) <= counts[2]
-    assert fp.tiles_per_forward(cuda, 640, torch.bfloat16, free_bytes=8 * 2 ** 30) <= counts[2]
-    assert [len(b) for b in fp.batches(range(7), 3)] == [3, 3, 1]
-    assert list(fp.batches([], 3)) == []
+    assert cost.tiles_per_forward(cuda, 160, torch.float32, free_bytes=8 * 2 ** 30) <= counts[2]
+    assert cost.tiles_per_forward(cuda, 640, torch.bfloat16, free_bytes=8 * 2 ** 30) <= counts[2]
+    assert [len(b) for b in worker_threads.batches(range(7), 3)] == [3, 3, 1]
+    assert list(worker_threads.batches([], 3)) == []
 
 
 def test_configure_backends_cpu_is_noop():
-    assert fp.configure_backends(torch.device("cpu")) == {}
+    assert compiling.configure_backends(torch.device("cpu")) == {}
 
 
 class Stages(torch.nn.Module):
@@ -75,7 +77,7 @@ def test_compile_falls_back_to_eager():
     x = torch.rand(1, 2, 4, 4)
     want = net.reconstruct(net.extract(x))
     messages = []
-    names = fp.compile_stages(net, stages=("extract", "reconstruct", "missing"), log=messages.append,
+    names = compiling.compile_stages(net, stages=("extract", "reconstruct", "missing"), log=messages.append,
                               backend=_broken_backend)
     assert names == ["extract", "reconstruct"]
     with torch.inference_mode():
@@ -91,14 +93,14 @@ def test_eager_fallback_reraises_out_of_memory():
     def compiled(x):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    f = fp.EagerFallback(lambda x: x, compiled, log=lambda m: None)
+    f = compiling.EagerFallback(lambda x: x, compiled, log=lambda m: None)
     with pytest.raises(RuntimeError, match="out of memory"):
         f(1)
     assert f.failed is None
 
 
 def test_host_stager_cpu_copies_faithfully():
-    st = fp.HostStager(torch.device("cpu"))
+    st = worker_threads.HostStager(torch.device("cpu"))
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     t = st.to_device(a)
     b = st.to_device(a + 100)
@@ -116,7 +118,7 @@ def test_prefetch_runs_ahead_in_order():
         return i * i
 
     out = []
-    for v in fp.prefetch(load, range(6), depth=2):
+    for v in worker_threads.prefetch(load, range(6), depth=2):
         if not out:  # while the caller still holds item 0, item 1 is prepared without being asked for
             assert second_started.wait(5)
         out.append(v)
@@ -135,12 +137,12 @@ def test_prefetch_error_and_early_close():
 
     got = []
     with pytest.raises(ValueError, match="bad tile 3"):
-        for v in fp.prefetch(load, range(10), depth=2):
+        for v in worker_threads.prefetch(load, range(10), depth=2):
             got.append(v)
     assert got == [0, 1, 2] and max(calls) <= 5
 
     calls.clear()
-    gen = fp.prefetch(lambda i: calls.append(i) or i, range(100), depth=3)
+    gen = worker_threads.prefetch(lambda i: calls.append(i) or i, range(100), depth=3)
     assert next(gen) == 0
     gen.close()
     assert len(calls) <= 5
@@ -154,12 +156,12 @@ def test_async_writer_order_thread_and_errors():
         seen.append(i)
         threads.add(threading.current_thread().name)
 
-    with fp.AsyncWriter(max_pending=2) as w:
+    with worker_threads.AsyncWriter(max_pending=2) as w:
         for i in range(20):
             w.submit(job, i)
     assert seen == list(range(20)) and threads == {"mstt-writer"}
 
-    w = fp.AsyncWriter()
+    w = worker_threads.AsyncWriter()
     w.submit(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         w.flush()
@@ -170,7 +172,7 @@ def test_async_writer_order_thread_and_errors():
     ran = []
     gate = threading.Event()
     with pytest.raises(KeyError):
-        with fp.AsyncWriter(max_pending=4) as w:
+        with worker_threads.AsyncWriter(max_pending=4) as w:
             w.submit(gate.wait, 5)
             for i in range(3):
                 w.submit(ran.append, i)

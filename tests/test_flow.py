@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mstt_stvsr.core import flow as flow_mod
-from mstt_stvsr.core.flow import estimate_flow, flow_warp, flows_tensor, middle_flows, pair_flows
+from mstt_stvsr.core.run import flow as flow_mod
+from mstt_stvsr.core.net.warp import flow_warp
+from mstt_stvsr.core.run.flow import estimate_flow, flows_tensor, middle_flows, pair_flows
 
 AERO = Path("/usr/share/doc/opencv-doc/examples/data/aero1.jpg")
 MARGIN = 8  # border pixels where content enters/leaves the frame

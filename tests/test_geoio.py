@@ -9,9 +9,11 @@ import rasterio
 from affine import Affine
 
 from mstt_stvsr.core.errors import InputError
-from mstt_stvsr.core.geoio import (
-    OutputSet, ValueScaler, fill_invalid, hr_transform, output_names, read_stack_info, scaled_rpcs, value_scaler,
-)
+from mstt_stvsr.core.geo.outputs import OutputSet, output_names
+from mstt_stvsr.core.geo.read import fill_invalid
+from mstt_stvsr.core.geo.stack import hr_transform, read_stack_info
+from mstt_stvsr.core.geo.values import ValueScaler, value_scaler
+from mstt_stvsr.core.geo.write import scaled_rpcs
 from stackgen import write_stack
 
 
@@ -183,7 +185,7 @@ def test_gcps_are_scaled_to_output_pixels(tmp_path):
     same ground points in the finer grid (pixel/line x 4)."""
     from rasterio.control import GroundControlPoint
 
-    from mstt_stvsr.core.geoio import output_profile, source_extras, write_frame_metadata
+    from mstt_stvsr.core.geo.write import output_profile, source_extras, write_frame_metadata
 
     paths = write_stack(tmp_path, n=2, h=10, w=12, crs=None)
     gcps = [GroundControlPoint(row=0, col=0, x=13.0, y=52.0), GroundControlPoint(row=10, col=12, x=13.1, y=51.9),
@@ -207,7 +209,7 @@ def test_sample_stack_validates():
     holds whole seconds there and repeats, so it must not be the one used)."""
     from datetime import timedelta
 
-    from mstt_stvsr.core.pipeline import validate_stack
+    from mstt_stvsr.core.run.pipeline import validate_stack
 
     frames = sorted((Path(__file__).resolve().parents[1] / "resources" / "sample").glob("frame_*.tif"))
     if len(frames) < 2:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mstt_stvsr.core import metrics as M
+from mstt_stvsr.core.training import metrics as M
 
 
 def test_identical_images():

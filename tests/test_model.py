@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mstt_stvsr.core.model import MSTT, pad_to_multiple
-from mstt_stvsr.core.weights import check_state_dict
+from mstt_stvsr.core.net.model import MSTT, pad_to_multiple
+from mstt_stvsr.core.net.weights import check_state_dict
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "upstream_mstt_state_dict.tsv"
 
@@ -126,7 +126,7 @@ def test_reconstruction_crop_changes_nothing_inside_the_frame():
         # the same stages without the crop: reconstruct the whole padded frame, then cut
         lr_p, fl_p = pad_to_multiple(lr, 80), pad_to_multiple(flows, 80)
         feats = model.extract(lr_p.reshape(4, 3, 80, 80)).view(1, 4, 8, 80, 80)
-        from mstt_stvsr.core.model import interleave
+        from mstt_stvsr.core.net.model import interleave
         seq = model.MSST_former(interleave(feats, model.middle_features(feats, fl_p)))
         full = model.reconstruct(seq.reshape(7, 8, 80, 80)).view(1, 7, 3, 320, 320)[..., :84, :136]
     torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)

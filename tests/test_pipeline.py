@@ -11,10 +11,11 @@ import torch
 from affine import Affine
 
 from mstt_stvsr.core.errors import Canceled, InputError, WeightsError
-from mstt_stvsr.core.geoio import hr_transform
-from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.pipeline import band_groups, run_stack, validate_stack
-from mstt_stvsr.core.timeline import parse_time
+from mstt_stvsr.core.geo.stack import hr_transform
+from mstt_stvsr.core.geo.times import parse_time
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import Hooks, band_groups, run_stack, validate_stack
 from stackgen import rewrite_crs, write_stack
 
 
@@ -80,18 +81,18 @@ def test_georeferenced_stack(tmp_path, model, case):
     n = spec["n"]
     paths = write_stack(tmp_path / "in", h=24, w=32, descriptions=["r", "g", "b"], **spec)
     fractions = []
-    kwargs = dict(model=model)
+    options, net = RunOptions(), model
     if n == 2:
-        from mstt_stvsr.core.weights import save_weights
+        from mstt_stvsr.core.net.weights import save_weights
 
-        kwargs = dict(weights=save_weights(model, tmp_path / "tiny.safetensors"),
-                      times=["2022-06-01T08:00:00Z", "2022-06-01T08:00:03Z"])
-        spec["times"] = kwargs["times"]
+        options = RunOptions(weights=str(save_weights(model, tmp_path / "tiny.safetensors")),
+                             times=["2022-06-01T08:00:00Z", "2022-06-01T08:00:03Z"])
+        spec["times"], net = options.times, None
     if n == 5:
-        kwargs.update(cog=True, prefix="scene")
-    info = validate_stack(paths, out_dir=tmp_path / "out", **{k: v for k, v in kwargs.items() if k in ("weights", "times", "prefix")})
+        options = RunOptions(cog=True, prefix="scene")
+    info = validate_stack(paths, options, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    out = run_stack(paths, tmp_path / "out", progress=lambda f, m: fractions.append(f), **kwargs)
+    out = run_stack(paths, tmp_path / "out", options, model=net, hooks=Hooks(progress=lambda f, m: fractions.append(f)))
     assert out == info.outputs
     assert len(out) == 2 * n - 1 and out == sorted(out)
     assert listing(tmp_path / "out") == sorted(Path(p).name for p in out)  # nothing else left
@@ -142,11 +143,11 @@ def test_georeferenced_stack(tmp_path, model, case):
 def test_untiled_run_equals_the_network_on_whole_frames(tmp_path):
     """A scene of exactly one tile, no margin: each output is the network's output for the
     window it was assigned (flows from whole frames), to rounding."""
-    from mstt_stvsr.core.flow import flows_tensor
+    from mstt_stvsr.core.run.flow import flows_tensor
 
     net = tiny(0.05)
     paths = write_stack(tmp_path / "in", n=2, h=80, w=80)
-    out = run_stack(paths, tmp_path / "out", model=net, margin=0)
+    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0), model=net)
     lr = torch.from_numpy(np.stack([read(p)[0] for p in paths]).astype(np.float32) / 255)
     x = lr[[1, 0, 1, 0]][None]  # N=2: one window, mirrored
     with torch.inference_mode():
@@ -163,12 +164,12 @@ def test_tiled_agrees_with_untiled_and_has_no_seams(tmp_path):
     the trained network in test_tiled_quality)."""
     net = tiny(0.05)
     paths = write_stack(tmp_path / "in", n=2, h=60, w=100)
-    tiled = run_stack(paths, tmp_path / "tiled", model=net, tile_size=80, overlap=16)
-    whole = run_stack(paths, tmp_path / "whole", model=net, tile_size=240, overlap=16)
-    from mstt_stvsr.core.pipeline import make_grid
-    from mstt_stvsr.core.geoio import read_stack_info
+    tiled = run_stack(paths, tmp_path / "tiled", RunOptions(tile_size=80, overlap=16), model=net)
+    whole = run_stack(paths, tmp_path / "whole", RunOptions(tile_size=240, overlap=16), model=net)
+    from mstt_stvsr.core.run.pipeline import make_grid
+    from mstt_stvsr.core.geo.stack import read_stack_info
 
-    grid = make_grid(read_stack_info(paths), 80, 16)
+    grid = make_grid(*read_stack_info(paths).shape, 80, 16)
     assert (len(grid.rows), len(grid.cols)) == (1, 2)
     rows, cols = grid.seam_lines()
     for a, b in zip(tiled, whole):
@@ -255,7 +256,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, model):
     with pytest.raises(InputError, match=r"frame_x4_t000\.tif already exists .*--overwrite"):
         run_stack(paths, tmp_path / "out", model=model)
     assert {p: os.stat(p).st_mtime_ns for p in out} == before
-    again = run_stack(paths, tmp_path / "out", model=model, overwrite=True)
+    again = run_stack(paths, tmp_path / "out", RunOptions(overwrite=True), model=model)
     assert again == out and listing(tmp_path / "out") == sorted(Path(p).name for p in out)
 
 
@@ -282,9 +283,10 @@ def test_errors_before_any_work_leave_nothing(tmp_path, model, name):
     setup, exc, pattern = ERRORS[name]
     kwargs = dict(inputs=paths, model=model)
     kwargs.update(setup(paths, tmp_path))
+    inputs, net = kwargs.pop("inputs"), kwargs.pop("model")
     calls = []
     with pytest.raises(exc, match=pattern):
-        run_stack(kwargs.pop("inputs"), tmp_path / "out", progress=lambda f, m: calls.append(f), **kwargs)
+        run_stack(inputs, tmp_path / "out", RunOptions(**kwargs), model=net, hooks=Hooks(progress=lambda f, m: calls.append(f)))
     assert calls == []  # failed before any work
     assert sorted(os.listdir(tmp_path)) == sorted(["in"] + (["bad.safetensors"] if "corrupt" in name else []) + (
         ["out"] if name == "output is a file" else []))
@@ -295,7 +297,7 @@ def test_cuda_requested_without_cuda(tmp_path, model):
         pytest.skip("this machine has CUDA")
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     with pytest.raises(InputError, match="CUDA is not available"):
-        run_stack(paths, tmp_path / "out", model=model, device="cuda")
+        run_stack(paths, tmp_path / "out", RunOptions(device="cuda"), model=model)
     assert not (tmp_path / "out").exists()
 
 
@@ -315,19 +317,18 @@ def test_cancel_or_crash_mid_run_removes_everything(tmp_path, model, how):
         return any(m.startswith("window 2") for m in seen)
 
     with pytest.raises(Canceled if how == "cancel" else RuntimeError):
-        run_stack(paths, tmp_path / "out", model=model, progress=progress, is_canceled=canceled)
+        run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(progress=progress, is_canceled=canceled))
     assert any(m.startswith("window 1") for m in seen)  # it was well under way
     assert listing(tmp_path / "out") == ["keep.txt"]
 
 
 def test_large_flows_go_to_disk_and_are_removed(tmp_path, model, monkeypatch):
-    from mstt_stvsr.core import pipeline
+    from mstt_stvsr.core.run import pipeline
 
     monkeypatch.setattr(pipeline.FlowStore, "IN_MEMORY_BYTES", 0)
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     seen = []
-    out = run_stack(paths, tmp_path / "out", model=model,
-                    progress=lambda f, m: seen.append(sorted(os.listdir(tmp_path / "out"))))
+    out = run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(progress=lambda f, m: seen.append(sorted(os.listdir(tmp_path / "out")))))
     assert any(any(n.endswith("flows") for n in names) for names in seen)
     assert listing(tmp_path / "out") == sorted(Path(p).name for p in out)
 
@@ -337,8 +338,8 @@ def test_large_flows_go_to_disk_and_are_removed(tmp_path, model, monkeypatch):
 OOM_CHILD = r"""
 import resource, sys, tempfile
 import torch
-from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.pipeline import run_stack
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.run.pipeline import run_stack
 from stackgen import write_stack
 torch.manual_seed(0)
 m = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
@@ -373,7 +374,7 @@ def test_scene_flows_in_blocks_match_whole_frame(monkeypatch):
     the blended field matches the whole-frame one and the true motion."""
     import cv2
 
-    from mstt_stvsr.core import pipeline
+    from mstt_stvsr.core.run import pipeline
     from stackgen import ground
 
     g = (ground(220, 300, seed=3).mean(axis=2) * 255).astype(np.float32)
@@ -396,7 +397,7 @@ def test_scene_flows_in_blocks_match_whole_frame(monkeypatch):
 def test_stage_timings(tmp_path, model):
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     timings = {}
-    run_stack(paths, tmp_path / "out", model=model, timings=timings)
+    run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(timings=timings))
     assert set(timings) == {"read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write"}
     assert all(v >= 0 for v in timings.values()) and timings["model"] > 0 and timings["write"] > 0
 
@@ -408,9 +409,8 @@ def test_several_tiles_per_forward_give_the_same_frames(tmp_path):
     net = tiny(0.05)
     paths = write_stack(tmp_path / "in", n=3, h=140, w=200)
     logs = []
-    one = run_stack(paths, tmp_path / "one", model=net, tile_size=80, overlap=16, tiles_per_forward=1)
-    five = run_stack(paths, tmp_path / "five", model=net, tile_size=80, overlap=16, tiles_per_forward=5,
-                     log=logs.append)
+    one = run_stack(paths, tmp_path / "one", RunOptions(tile_size=80, overlap=16, tiles_per_forward=1), model=net)
+    five = run_stack(paths, tmp_path / "five", RunOptions(tile_size=80, overlap=16, tiles_per_forward=5), model=net, hooks=Hooks(log=logs.append))
     assert any("3x4 of 80 px" in line and "5 per forward" in line for line in logs), logs
     for a, b in zip(one, five):
         assert np.abs(read(a)[0].astype(int) - read(b)[0].astype(int)).max() <= 1
@@ -430,7 +430,7 @@ def test_out_of_memory_first_halves_tiles_per_forward(tmp_path):
     net = OomWhenBatched(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
     paths = write_stack(tmp_path / "in", n=2, h=100, w=150)
     logs = []
-    out = run_stack(paths, tmp_path / "out", model=net, tile_size=80, tiles_per_forward=4, log=logs.append)
+    out = run_stack(paths, tmp_path / "out", RunOptions(tile_size=80, tiles_per_forward=4), model=net, hooks=Hooks(log=logs.append))
     retries = [line for line in logs if line.startswith("out of memory")]
     assert retries == ["out of memory with 4 tiles per forward; retrying with 2",
                        "out of memory with 2 tiles per forward; retrying with 1"]
@@ -441,7 +441,7 @@ def test_out_of_memory_first_halves_tiles_per_forward(tmp_path):
 def test_error_in_a_worker_thread_stops_the_run_and_leaves_nothing(tmp_path, model, monkeypatch, where):
     """A failure while reading (reader thread) or writing (writer thread) reaches the caller
     as itself, and no output, temporary file or flow file is left."""
-    from mstt_stvsr.core import pipeline
+    from mstt_stvsr.core.run import pipeline
 
     calls = []
     if where == "reader":
@@ -469,7 +469,7 @@ def test_error_in_a_worker_thread_stops_the_run_and_leaves_nothing(tmp_path, mod
     paths = write_stack(tmp_path / "in", n=3, h=100, w=150)
     (tmp_path / "out").mkdir()
     with pytest.raises(OSError, match="while " + ("reading" if where == "reader" else "writing")):
-        run_stack(paths, tmp_path / "out", model=model, tile_size=80, overlap=16)
+        run_stack(paths, tmp_path / "out", RunOptions(tile_size=80, overlap=16), model=model)
     assert listing(tmp_path / "out") == []
 
 
@@ -483,7 +483,7 @@ def test_compile_failure_falls_back_to_eager(tmp_path, model, monkeypatch):
     monkeypatch.setattr(torch, "compile", failing_compile)
     paths = write_stack(tmp_path / "in", n=2, h=40, w=40)
     logs = []
-    a = run_stack(paths, tmp_path / "a", model=model, compile=True, log=logs.append)
+    a = run_stack(paths, tmp_path / "a", RunOptions(compile=True), model=model, hooks=Hooks(log=logs.append))
     b = run_stack(paths, tmp_path / "b", model=model)
     assert any("torch.compile of extract failed (RuntimeError: no C++ compiler found); running eager" in line
                for line in logs), logs
@@ -496,7 +496,7 @@ def test_compile_failure_falls_back_to_eager(tmp_path, model, monkeypatch):
 def test_bad_tiles_per_forward(tmp_path, model):
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     with pytest.raises(InputError, match="tiles per forward"):
-        run_stack(paths, tmp_path / "out", model=model, tiles_per_forward=0)
+        run_stack(paths, tmp_path / "out", RunOptions(tiles_per_forward=0), model=model)
     assert not (tmp_path / "out").exists()
 
 
@@ -506,7 +506,7 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
     get there (the hold gives up after 120 s and the run fails)."""
     import threading
 
-    from mstt_stvsr.core import pipeline
+    from mstt_stvsr.core.run import pipeline
 
     started = threading.Event()
     calls = []
@@ -527,7 +527,7 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
         if msg.startswith("window 1"):
             started.set()
 
-    out = run_stack(paths, tmp_path / "out", model=model, progress=progress)
+    out = run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(progress=progress))
     assert len(out) == 9 and len(calls) == 4
     flow_msgs = [i for i, m in enumerate(seen) if m.startswith("optical flow")]
     assert [seen[i] for i in flow_msgs] == [f"optical flow {k}/4" for k in (1, 2, 3, 4)]
@@ -538,7 +538,7 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
 def test_cancel_or_error_during_optical_flow(tmp_path, model, monkeypatch, how):
     import threading
 
-    from mstt_stvsr.core import pipeline
+    from mstt_stvsr.core.run import pipeline
 
     if how == "error":
         def broken(prev, cur, out, stop=None):
@@ -547,6 +547,6 @@ def test_cancel_or_error_during_optical_flow(tmp_path, model, monkeypatch, how):
     paths = write_stack(tmp_path / "in", n=3, h=24, w=24)
     (tmp_path / "out").mkdir()
     with pytest.raises(Canceled if how == "cancel" else ValueError):
-        run_stack(paths, tmp_path / "out", model=model, is_canceled=lambda: how == "cancel")
+        run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(is_canceled=lambda: how == "cancel"))
     assert listing(tmp_path / "out") == []
     assert not [t for t in threading.enumerate() if t.name.startswith("mstt-")]

@@ -60,7 +60,7 @@ def test_run_text_and_json(env, tmp_path, small_stack, tiny_weights):
     outs = sorted(str(p) for p in (tmp_path / "a").glob("*.tif"))
     assert [Path(p).name for p in outs] == [f"frame_x4_t{k:03d}.tif" for k in range(5)]
     assert f"OUTPUT_LAYERS:\t{', '.join(outs)}" in text.stdout
-    from mstt_stvsr.core.accel import cpu_fast_bf16
+    from mstt_stvsr.core.run.device import cpu_fast_bf16
 
     auto = "bf16" if cpu_fast_bf16() else "fp32"  # PRECISION auto on this CPU
     assert f"device cpu, {auto}" in text.stdout and "tiles: 1x1 of 80 px" in text.stdout and "elapsed:" in text.stdout

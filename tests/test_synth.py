@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mstt_stvsr.core import synth as S
+from mstt_stvsr.core.training import synth as S
 from mstt_stvsr.core.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample"

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from mstt_stvsr.core import accel
-from mstt_stvsr.core.geoio import hr_transform, read_stack_info
-from mstt_stvsr.core.pipeline import make_grid, run_stack
-from mstt_stvsr.core.tiling import seam_stats
-from mstt_stvsr.core.weights import default_weights_path, load_model
+from mstt_stvsr.core.run import device as accel
+from mstt_stvsr.core.geo.stack import hr_transform, read_stack_info
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import make_grid, run_stack
+from mstt_stvsr.core.run.tiling import seam_stats
+from mstt_stvsr.core.net.weights import default_weights_path, load_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +53,10 @@ def test_default_tiling_is_seamless_and_as_good_as_untiled(tmp_path, shipped):
     size = 2 * (tile - ov)  # with the default margin of ov/2: exactly 2 x 2 tiles, overlaps = ov
     paths, hr, _ = make_stack(tmp_path / "in", size, frames=2, seed=11)
     gt = hr.transpose(0, 3, 1, 2)
-    grid = make_grid(read_stack_info(paths), tile, ov)
+    grid = make_grid(*read_stack_info(paths).shape, tile, ov)
     assert (len(grid.rows), len(grid.cols)) == (2, 2)
-    tiled = read_all(run_stack(paths, tmp_path / "tiled", model=shipped, tile_size=tile, overlap=ov))
-    whole = read_all(run_stack(paths, tmp_path / "whole", model=shipped, tile_size=accel.round_tile(size), overlap=0))
+    tiled = read_all(run_stack(paths, tmp_path / "tiled", RunOptions(tile_size=tile, overlap=ov), model=shipped))
+    whole = read_all(run_stack(paths, tmp_path / "whole", RunOptions(tile_size=accel.round_tile(size), overlap=0), model=shipped))
     p_tiled = np.mean([psnr(tiled[i], gt[i]) for i in range(len(gt))])
     p_whole = np.mean([psnr(whole[i], gt[i]) for i in range(len(gt))])
     st = seam_stats(tiled, whole, *grid.seam_lines())
@@ -72,9 +73,9 @@ def test_sample_stack_on_cpu(tmp_path, shipped):
     frames = sorted(str(p) for p in (ROOT / "resources" / "sample").glob("frame_*.tif"))
     if len(frames) < 2:
         pytest.skip("resources/sample/ has no frames")
-    out = run_stack(frames, tmp_path / "out", model=shipped, device="cpu")
+    out = run_stack(frames, tmp_path / "out", RunOptions(device="cpu"), model=shipped)
     assert len(out) == 2 * len(frames) - 1
-    from mstt_stvsr.core.degrade import downsample
+    from mstt_stvsr.core.training.degrade import downsample
 
     for i, p in enumerate(out):
         with rasterio.open(p) as ds, rasterio.open(frames[i // 2]) as src:

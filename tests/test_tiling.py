@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mstt_stvsr.core.tiling import (
+from mstt_stvsr.core.run.tiling import (
     StreamBlender, Tile, TileGrid, axis_spans, axis_weights, ramp, read_reflected, reflect_flow, reflect_index,
 )
 

@@ -4,9 +4,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mstt_stvsr.core.errors import InputError
-from mstt_stvsr.core.timeline import (
-    mirror_index, output_sources, output_times, parse_time, parse_times_arg, plan_windows, tiff_datetime,
-)
+from mstt_stvsr.core.geo.times import output_sources, output_times, parse_time, parse_times_arg, tiff_datetime
+from mstt_stvsr.core.run.windows import mirror_index, plan_windows
 
 
 def test_mirror_index_reflects_without_repeating_the_end():

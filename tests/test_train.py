@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mstt_stvsr.core import train as T
+from mstt_stvsr.core.training import train as T
 from mstt_stvsr.core.errors import InputError
-from mstt_stvsr.core.flow import flow_warp
-from mstt_stvsr.core.synth import make_clip
+from mstt_stvsr.core.net.warp import flow_warp
+from mstt_stvsr.core.training.synth import make_clip
 
 
 def warp_np(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -102,7 +102,7 @@ def test_crop_sampler_shapes_and_flow_cache(data, tmp_path):
     assert 0 <= float(lr.min()) and float(lr.max()) <= 1
     assert len(list((data / "flow_cache").glob("*.npy"))) == 3
     # the crop's HR is the crop's LR at 4x: downsampling the HR input frames gives the LR back
-    from mstt_stvsr.core.degrade import downsample_tensor
+    from mstt_stvsr.core.training.degrade import downsample_tensor
 
     # (interior only: at the crop edge the kernel of the whole-frame LR saw pixels outside the crop)
     got = downsample_tensor(hr[:, ::2]).numpy()[..., 2:-2, 2:-2]
@@ -153,7 +153,7 @@ def test_resume_is_exact(data, tmp_path):
 
 
 def test_export_checkpoint_roundtrip(data, tmp_path):
-    from mstt_stvsr.core.weights import load_model, read_metadata
+    from mstt_stvsr.core.net.weights import load_model, read_metadata
 
     cfg = tiny_cfg(data, tmp_path / "run", **{"train.steps": 1})
     T.run_training(cfg, progress=False, log=lambda m: None)
@@ -177,7 +177,7 @@ def test_config_errors(tmp_path):
 def test_cpu_mixed_precision_choice():
     """amp auto on CPU: bf16 where the processor computes it in hardware (2x faster steps
     here), else fp32; fp16 needs CUDA; off is off."""
-    from mstt_stvsr.core.accel import cpu_fast_bf16
+    from mstt_stvsr.core.run.device import cpu_fast_bf16
 
     cpu = torch.device("cpu")
     assert T.amp_dtype("auto", cpu) == (torch.bfloat16 if cpu_fast_bf16() else None)

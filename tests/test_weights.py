@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mstt_stvsr.core.errors import WeightsError
-from mstt_stvsr.core.model import MSTT
-from mstt_stvsr.core.weights import load_model, read_metadata, save_weights
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.net.weights import load_model, read_metadata, save_weights
 
 
 def tiny(skip=True):

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 try:
-    from mstt_stvsr.core.synth import default_imagery_dir, make_sample_stack
+    from mstt_stvsr.core.training.synth import default_imagery_dir, make_sample_stack
 except ImportError:
     raise SystemExit("mstt_stvsr is not importable: run `make setup` and use .venv/bin/python") from None
 

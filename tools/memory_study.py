@@ -70,15 +70,16 @@ def child(args) -> int:
     import torch
 
     from mstt_stvsr.core.errors import Canceled
-    from mstt_stvsr.core.geoio import read_stack_info
-    from mstt_stvsr.core.model import MSTT
-    from mstt_stvsr.core.pipeline import make_grid, run_stack
+    from mstt_stvsr.core.geo.stack import read_stack_info
+    from mstt_stvsr.core.net.model import MSTT
+    from mstt_stvsr.core.run.options import RunOptions
+    from mstt_stvsr.core.run.pipeline import Hooks, make_grid, run_stack
 
     torch.manual_seed(0)
     model = MSTT() if args.full else MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1)
     model.eval()
     paths = sorted(str(p) for p in Path(args.stack).glob("f_*.tif"))
-    grid = make_grid(read_stack_info(paths), args.tile, args.overlap)
+    grid = make_grid(*read_stack_info(paths).shape, args.tile, args.overlap)
     # --partial: stop after the first tile row and two tiles of the second. By then the flows of
     # all pairs exist, the blend strip spans the whole width and a tile is in flight: every
     # term of the peak is present, and later tiles repeat the same pattern.
@@ -92,8 +93,7 @@ def child(args) -> int:
     before = rss_mb()
     t = time.perf_counter()
     try:
-        out = run_stack(paths, args.out, model=model, tile_size=args.tile, overlap=args.overlap, overwrite=True,
-                        progress=progress, is_canceled=lambda: limit is not None and tiles[0] > limit)
+        out = run_stack(paths, args.out, RunOptions(tile_size=args.tile, overlap=args.overlap, overwrite=True), model=model, hooks=Hooks(progress=progress, is_canceled=lambda: limit is not None and tiles[0] > limit))
         out_mb = round(sum(Path(p).stat().st_size for p in out) / 2 ** 20, 1)
         done = "all"
     except Canceled:

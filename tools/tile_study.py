@@ -41,8 +41,8 @@ def make_stack(folder: Path, lr_size: int, frames: int, seed: int):
     import rasterio
     from affine import Affine
 
-    from mstt_stvsr.core.degrade import downsample
-    from mstt_stvsr.core.synth import default_imagery_dir, make_clip
+    from mstt_stvsr.core.training.degrade import downsample
+    from mstt_stvsr.core.training.synth import default_imagery_dir, make_clip
 
     imagery = default_imagery_dir()
     imagery = imagery if imagery.is_dir() else None
@@ -77,10 +77,11 @@ def read_outputs(paths):
 
 
 def run(paths, out_dir, model, tile, overlap, margin=None):
-    from mstt_stvsr.core.pipeline import run_stack
+    from mstt_stvsr.core.run.options import RunOptions
+    from mstt_stvsr.core.run.pipeline import run_stack
 
     t = time.perf_counter()
-    out = run_stack(paths, out_dir, model=model, tile_size=tile, overlap=overlap, margin=margin, overwrite=True)
+    out = run_stack(paths, out_dir, RunOptions(tile_size=tile, overlap=overlap, margin=margin, overwrite=True), model=model)
     return read_outputs(out), time.perf_counter() - t
 
 
@@ -104,18 +105,18 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mstt_stvsr.core.accel import round_tile, set_threads
-    from mstt_stvsr.core.geoio import read_stack_info
-    from mstt_stvsr.core.pipeline import make_grid
-    from mstt_stvsr.core.tiling import seam_stats
-    from mstt_stvsr.core.weights import default_weights_path, load_model
+    from mstt_stvsr.core.run.device import round_tile, set_threads
+    from mstt_stvsr.core.geo.stack import read_stack_info
+    from mstt_stvsr.core.run.pipeline import make_grid
+    from mstt_stvsr.core.run.tiling import seam_stats
+    from mstt_stvsr.core.net.weights import default_weights_path, load_model
 
     set_threads(args.threads)
     wpath = Path(args.weights) if args.weights else default_weights_path()
     if wpath.exists():
         model, wname = load_model(wpath), wpath.name
     else:
-        from mstt_stvsr.core.model import MSTT
+        from mstt_stvsr.core.net.model import MSTT
 
         torch.manual_seed(0)
         model, wname = MSTT().eval(), "RANDOM (no weights: measures the bicubic/flow base only)"
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     whole_tile = round_tile(args.lr_size)
     whole, secs = run(paths, tmp / "whole", model, whole_tile, 0, 0)
     base_psnr = np.mean([psnr(whole[i], gt[i]) for i in range(len(gt))])
-    wgrid = make_grid(info, whole_tile, 0, 0)
+    wgrid = make_grid(info.height, info.width, whole_tile, 0, 0)
     rows.append(dict(tile="whole", overlap=0, margin=-wgrid.rows[0].start, tiles=1, work=round(work_ratio(wgrid), 3),
                      s=round(secs, 1), psnr=round(base_psnr, 3),
                      psnr_in=round(np.mean([psnr(whole[i], gt[i]) for i in range(0, len(gt), 2)]), 3),
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
             for margin in margins:
                 if ov * 2 > tile:
                     continue
-                grid = make_grid(info, tile, ov, margin)
+                grid = make_grid(info.height, info.width, tile, ov, margin)
                 if len(grid) == 1:
                     continue
                 out, secs = run(paths, tmp / "tiled", model, tile, ov, margin)

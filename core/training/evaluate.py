@@ -53,7 +53,7 @@ def run_model(model, lr_u8: np.ndarray, device, flows=None):
     """Model outputs (and its parameter-free base, if any) for one clip's 4 LR frames."""
     import torch
 
-    from .flow import flows_tensor
+    from ..run.flow import flows_tensor
 
     lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     log = log or (lambda m: print(m, file=sys.stderr))
     ds = open_dataset(data, list_file=None) if not hasattr(data, "clip") else data
     if model is None:
-        from .weights import default_weights_path, load_model
+        from ..net.weights import default_weights_path, load_model
 
         model = load_model(weights)
         weights = weights or default_weights_path()

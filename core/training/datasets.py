@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from .degrade import SCALE, crop_to_multiple, downsample
-from .errors import InputError
 
 N_FRAMES = 7
 INPUT_POS = (0, 2, 4, 6)
@@ -173,7 +173,7 @@ class GeoTiffFramesDataset:
 
 
 def _acq_time(ds):
-    from .timeline import parse_time
+    from ..geo.times import parse_time
 
     tags = {k.upper(): v for k, v in ds.tags().items()}
     for key in ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME"):

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import PLUGIN_DIR
+from ..errors import InputError
 from .datasets import open_dataset
-from .errors import InputError
 
-ROOT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT_CONFIGS = PLUGIN_DIR / "configs"
 DEFAULTS = {
     "model": {"nf": 64, "groups": 8, "front_RBs": 5, "back_RBs": 10, "skip": True},
     "data": {"root": "build/data/train", "layout": "auto", "list": "", "crop": 80, "flow_cache": "",
@@ -137,7 +138,7 @@ class FlowCache:
                     return f.astype(np.float32)
             except (OSError, ValueError):
                 pass
-        from .flow import middle_flows
+        from ..run.flow import middle_flows
 
         f = np.asarray(middle_flows(lr), np.float32)
         tmp = p.with_name(p.name + f".{os.getpid()}.tmp.npy")
@@ -227,7 +228,7 @@ def amp_dtype(mode: str, device: torch.device):
     """None (fp32) when off; bf16 where supported, else fp16 with a grad scaler (CUDA). On CPU,
     "auto" is bf16 where the processor has bf16 matrix units (2x faster steps, measured), else
     fp32; fp16 needs CUDA."""
-    from .accel import cpu_fast_bf16
+    from ..run.device import cpu_fast_bf16
 
     if mode in ("off", "fp32", False):
         return None
@@ -251,13 +252,13 @@ class Trainer:
     log: object = print
 
     def __post_init__(self):
-        from .model import MSTT
+        from ..net.model import MSTT
 
         tr = self.cfg["train"]
         torch.manual_seed(tr["seed"])
         self.model = MSTT(**self.cfg["model"]).to(self.device)
         if tr["init"]:
-            from .weights import load_model
+            from ..net.weights import load_model
 
             src = load_model(tr["init"])
             self.model.load_state_dict(src.state_dict())
@@ -419,7 +420,7 @@ def _main_thread() -> bool:
 
 
 def export_weights(model, path, cfg: dict, step: int, half: bool = True) -> Path:
-    from .weights import save_weights
+    from ..net.weights import save_weights
 
     meta = {"trained_steps": step, "train_data": cfg["data"]["root"], "crop_lr": cfg["data"]["crop"],
             "batch": cfg["train"]["batch"], "lr": cfg["train"]["lr"]}
@@ -428,7 +429,7 @@ def export_weights(model, path, cfg: dict, step: int, half: bool = True) -> Path
 
 def export_checkpoint(ckpt, path, half: bool = True) -> Path:
     """Weights of a training checkpoint as safetensors (no training needed)."""
-    from .model import MSTT
+    from ..net.model import MSTT
 
     try:
         st = torch.load(str(ckpt), map_location="cpu", weights_only=False)

@@ -11,17 +11,18 @@ that the free GPU memory holds (measured activation cost per LR pixel), a fixed 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import platform
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
+from ..net.spec import MULTIPLE
+from .options import DEVICES, PRECISIONS
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MULTIPLE = 80  # the network pads LR tiles to multiples of 80 (transformer patches)
 # CPU defaults, measured (2-core CPU, full network): cost per scene pixel including overlap is
 # flat from 80 to 240 px tiles (~290 us/px at overlap 16), peak memory is not (0.76 / 1.35 /
 # 2.29 GB for 80 / 160 / 240), and larger tiles give the attention more context and fewer seams.
@@ -36,16 +37,32 @@ MAX_TILE = 960
 BYTES_PER_LR_PX_FP32 = 40_000
 
 
-def cpu_flags() -> set:
-    """The processor's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """The first processor's ``model name``, ``cpu MHz`` (float or None) and feature ``flags``
+    (a frozenset), from Linux /proc/cpuinfo; a name from ``platform`` and no flags elsewhere."""
+    info = {"model name": platform.processor() or "CPU", "cpu MHz": None, "flags": frozenset()}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    info[key] = value.strip()
+                elif key == "cpu MHz":
+                    info[key] = float(value)
+                elif key == "flags":
+                    info[key] = frozenset(value.split())
+                elif not key and info["flags"]:  # blank line: the first processor is complete
+                    break
+    except (OSError, ValueError):
         pass
-    return set()
+    return info
+
+
+def cpu_flags() -> frozenset:
+    """The processor's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return cpu_info()["flags"]
 
 
 def cpu_fast_bf16(flags: set | None = None) -> bool:
@@ -120,10 +137,6 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.to(device, non_blocking=device.type == "cuda")
 
 
 def round_tile(n: int) -> int:

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import accel
-from .errors import InputError
+from ..errors import InputError
+from ..run import device as accel
+from ..run.options import RunOptions
 
 SCALE = 4
 N_IN, N_OUT = 4, 7
@@ -170,24 +171,12 @@ def sync(dev: torch.device) -> None:
 
 
 # -- FLOP counting ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _pure_dcn():
-    """Count with the pure-PyTorch deformable conv: FlopCounterMode does not see inside
-    torchvision's fused op, and the two compute the same contraction."""
-    old = os.environ.get("MSTT_DCN_BACKEND")
-    os.environ["MSTT_DCN_BACKEND"] = "pure"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MSTT_DCN_BACKEND", None)
-        else:
-            os.environ["MSTT_DCN_BACKEND"] = old
-
-
 def meta_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A shape-only twin of ``model`` (same class and config) on the meta device."""
-    from .model import MSTT
+    """A shape-only twin of ``model`` (same class and config) on the meta device, with the
+    pure-PyTorch deformable conv: FlopCounterMode does not see inside torchvision's fused op,
+    and the two compute the same contraction."""
+    from ..net.dcn import set_backend
+    from ..net.model import MSTT
 
     cfg = getattr(model, "config", None) or {}
     with torch.device("meta"):
@@ -195,6 +184,7 @@ def meta_model(model: torch.nn.Module) -> torch.nn.Module:
     for mod in twin.modules():  # the DCN's divergence warning reads a value: none on meta
         if hasattr(mod, "_warned"):
             mod._warned = True
+    set_backend(twin, "pure")
     return twin.eval()
 
 
@@ -210,15 +200,15 @@ def count_flops(model: torch.nn.Module, batch: int, height: int, width: int, fn=
     lr = torch.empty(batch, N_IN, 3, height, width, device="meta")
     fl = torch.empty(batch, N_IN - 1, 4, height, width, device="meta")
     counter = FlopCounterMode(display=False)
-    with _pure_dcn(), counter, torch.inference_mode():
+    with counter, torch.inference_mode():
         (fn or (lambda n, a, b: n(a, b)))(net, lr, fl)
     return float(counter.get_total_flops())
 
 
 # -- network throughput ----------------------------------------------------------------------
 def load_bench_model(weights=None):
-    from .model import MSTT
-    from .weights import default_weights_path, load_model
+    from ..net.model import MSTT
+    from ..net.weights import default_weights_path, load_model
 
     if weights:
         return load_model(weights), f"weights {weights}"
@@ -338,7 +328,7 @@ def write_synthetic_stack(folder, size: int, frames: int = N_IN, seed: int = 0) 
     import rasterio
     from affine import Affine
 
-    from .synth import procedural_ground
+    from ..training.synth import procedural_ground
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -391,7 +381,7 @@ def rss_bytes(field_name: str = "VmHWM") -> int | None:
 def window_flop_plan(model, tile: int, n_frames: int = N_IN) -> dict:
     """FLOPs the pipeline's network calls make per tile (each time window reconstructs only the
     outputs it owns) against one full 7-output forward, both counted on the meta device."""
-    from .timeline import plan_windows
+    from ..run.windows import plan_windows
 
     full = count_flops(model, 1, tile, tile)
     per_window = []
@@ -403,7 +393,7 @@ def window_flop_plan(model, tile: int, n_frames: int = N_IN) -> dict:
 
 
 def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
-    from . import pipeline
+    from ..run import pipeline
 
     e2e_dtype = accel.resolve_precision(cfg.e2e_precision, dev)
     precision = accel.precision_name(e2e_dtype)
@@ -421,7 +411,7 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
         ref["extra"] = True
         rows.append(ref)
 
-    grid = pipeline.make_grid(_SceneSize(size, size), tile, overlap)
+    grid = pipeline.make_grid(size, size, tile, overlap)
     res["grid"] = {"tiles": len(grid), "rows": len(grid.rows), "cols": len(grid.cols),
                    "area_factor": sum(r.size for r in grid.rows) * sum(c.size for c in grid.cols) / size ** 2}
     plan = window_flop_plan(model, tile)
@@ -436,8 +426,8 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
         paths = write_synthetic_stack(Path(tmp) / "in", size)
         res["synth_seconds"] = time.perf_counter() - t0
         out_dir = Path(tmp) / "out"
-        kwargs = dict(model=model, tile_size=tile, overlap=overlap, device=str(dev), precision=precision,
-                      overwrite=True, threads=cfg.threads, tiles_per_forward=cfg.e2e_batch)
+        options = RunOptions(tile_size=tile, overlap=overlap, device=str(dev), precision=precision,
+                             overwrite=True, threads=cfg.threads, tiles_per_forward=cfg.e2e_batch)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         rss_before = rss_bytes("VmRSS")
@@ -445,7 +435,8 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
         logs: list = []
         t0 = time.perf_counter()
         timings: dict = {}
-        out = pipeline.run_stack(paths, out_dir, timings=timings, log=logs.append, **kwargs)
+        out = pipeline.run_stack(paths, out_dir, options, model=model,
+                                 hooks=pipeline.Hooks(timings=timings, log=logs.append))
         wall = time.perf_counter() - t0
         stages = {s: float(timings.get(s, 0.0)) for s in STAGES}
         res["pipeline_log"] = [line for line in logs if line.startswith(("tiles:", "out of"))]
@@ -473,12 +464,6 @@ def run_e2e(cfg: BenchConfig, model, dev, rows: list, peaks: dict, log) -> dict:
     return res
 
 
-@dataclass
-class _SceneSize:  # what make_grid reads of a StackInfo
-    height: int
-    width: int
-
-
 # -- the whole benchmark ---------------------------------------------------------------------
 def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
     """Run the benchmark; returns a JSON-ready dict (see ``format_report``)."""
@@ -491,12 +476,12 @@ def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
         model, source = load_bench_model(cfg.weights)
     else:
         source = f"given model {getattr(model, 'config', '')}"
-    from .fastpath import compile_stages, configure_backends
+    from ..run.compile import compile_stages, configure_backends
 
     backend = configure_backends(dev)
     net = accel.prepare_model(model, dev)
     compiled = compile_stages(net, log=log) if cfg.compile else []
-    from .dcn import deform_conv_backend
+    from ..net.dcn import deform_conv_backend
 
     result = {"device": facts, "model": source, "deform_conv": deform_conv_backend(), "backend": backend,
               "compiled": compiled, "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},

@@ -143,23 +143,3 @@ def flows_tensor(lr: torch.Tensor) -> torch.Tensor:
     gray = (lr.detach().float() * luma).sum(dim=2).cpu().numpy()  # (B, T, H, W), as to_gray
     out = np.stack([_middle_flows_gray(list(clip)) for clip in gray])
     return torch.from_numpy(out).to(device=lr.device, dtype=lr.dtype)
-
-
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> torch.Tensor:
-    """Sample x (N, C, H, W) at p + flow(p); flow (N, 2, H, W) = (dx, dy) in pixels.
-
-    align_corners=True with the grid normalised by (size - 1) makes flow 0 the identity.
-    Half/bfloat16 inputs are sampled in float32: their mantissa cannot hold pixel positions."""
-    n, _, h, w = x.shape
-    if flow.dim() != 4 or flow.shape[0] != n or flow.shape[1] != 2 or tuple(flow.shape[-2:]) != (h, w):
-        raise ValueError(f"flow {tuple(flow.shape)} does not fit x {tuple(x.shape)}: expected ({n}, 2, {h}, {w})")
-    ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=ct),
-                            torch.arange(w, device=x.device, dtype=ct), indexing="ij")
-    flow = flow.to(device=x.device, dtype=ct)
-    # a 1-px axis has no span to normalise by; any finite factor maps it onto its only pixel
-    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    out = F.grid_sample(x.to(ct), torch.stack([gx, gy], dim=-1), mode=mode,
-                        padding_mode=padding_mode, align_corners=True)
-    return out.to(x.dtype)

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .. import PLUGIN_DIR
+from ..errors import InputError
 from .degrade import downsample
-from .errors import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ CAR_COLOURS = np.array([
 
 
 def default_imagery_dir() -> Path:
-    return Path(os.environ.get("MSTT_IMAGERY", ROOT / "build" / "imagery"))
+    return Path(os.environ.get("MSTT_IMAGERY", PLUGIN_DIR / "build" / "imagery"))
 
 
 # -- imagery ------------------------------------------------------------------------------

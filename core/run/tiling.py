@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCALE = 4
+from ..net.spec import SCALE
 
 
 # -- 1-D grid --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ at most 64 MiB of sampled columns at a time.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
@@ -25,20 +24,30 @@ except Exception:  # torchvision absent or built for another torch
     _tv_deform_conv2d = None
 
 
-def deform_conv_backend() -> str:
-    """Which implementation modulated_deform_conv2d runs: env MSTT_DCN_BACKEND forces one."""
-    forced = os.environ.get("MSTT_DCN_BACKEND", "").strip().lower()
-    if forced not in ("", "auto", "pure", "torchvision"):
-        raise ValueError(f"MSTT_DCN_BACKEND={forced!r}: expected 'pure', 'torchvision' or unset")
-    if forced == "pure":
-        return "pure"
-    if forced == "torchvision":
-        if _tv_deform_conv2d is None:
-            raise RuntimeError("MSTT_DCN_BACKEND=torchvision, but torchvision.ops.deform_conv2d cannot be "
-                               "imported (torchvision missing or built for another torch); unset it to use "
-                               "the pure-PyTorch deformable conv")
-        return "torchvision"
-    return "torchvision" if _tv_deform_conv2d is not None else "pure"
+BACKENDS = ("auto", "pure", "torchvision")
+
+
+def deform_conv_backend(requested: str = "auto") -> str:
+    """The implementation that ``requested`` resolves to: "auto" = torchvision's fused op when
+    it imports, else the pure-PyTorch one; "torchvision" fails clearly where it cannot run."""
+    name = (requested or "auto").strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"deformable-conv backend {requested!r}: expected one of {', '.join(BACKENDS)}")
+    if name == "torchvision" and _tv_deform_conv2d is None:
+        raise RuntimeError("deformable-conv backend 'torchvision' requested, but torchvision.ops.deform_conv2d "
+                           "cannot be imported (torchvision missing or built for another torch); use 'pure'")
+    if name == "auto":
+        return "torchvision" if _tv_deform_conv2d is not None else "pure"
+    return name
+
+
+def set_backend(model: nn.Module, backend: str = "auto") -> str:
+    """Make every DCNv2Pack in ``model`` run on ``backend``; returns the resolved name."""
+    resolved = deform_conv_backend(backend)
+    for m in model.modules():
+        if isinstance(m, DCNv2Pack):
+            m.backend = resolved
+    return resolved
 
 
 def _pair(v):
@@ -124,9 +133,10 @@ def _dcn_rows(x, offset, mask, wmat, g, row0, geom):
     return out.view(b, cout, ho, wo)
 
 
-def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1):
-    """DCNv2 with torchvision's argument semantics, on the backend deform_conv_backend() picks."""
-    if deform_conv_backend() == "torchvision":
+def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1,
+                            backend: str = "auto"):
+    """DCNv2 with torchvision's argument semantics, on ``backend`` (see deform_conv_backend)."""
+    if deform_conv_backend(backend) == "torchvision":
         return _tv_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
                                  dilation=dilation, mask=mask)
     return modulated_deform_conv2d_pure(x, offset, mask, weight, bias, stride, padding, dilation)
@@ -149,6 +159,7 @@ class DCNv2Pack(nn.Module):
         nn.init.zeros_(self.conv_offset_mask.weight)  # start as a plain conv (mask 0.5)
         nn.init.zeros_(self.conv_offset_mask.bias)
         self._warned = False
+        self.backend = "auto"  # a plain attribute (not in the state_dict); see set_backend
 
     def forward(self, x, feat):
         o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
@@ -159,4 +170,4 @@ class DCNv2Pack(nn.Module):
                 log.warning("DCNv2 mean |offset| %.1f px > 50: the alignment has likely diverged", mean)
                 self._warned = True
         return modulated_deform_conv2d(x, offset, torch.sigmoid(m), self.weight, self.bias,
-                                       self.stride, self.padding, self.dilation)
+                                       self.stride, self.padding, self.dilation, backend=self.backend)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import WeightsError
+from .. import PLUGIN_DIR
+from ..errors import WeightsError
 from .model import MSTT
 
 FORMAT = "mstt_stvsr"
@@ -21,7 +22,7 @@ WRAPPERS = ("state_dict", "params_ema", "params", "model", "net", "generator")
 
 
 def default_weights_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "resources" / "weights" / "mstt_default.safetensors"
+    return PLUGIN_DIR / "resources" / "weights" / "mstt_default.safetensors"
 
 
 def save_weights(model: MSTT, path, extra_meta: dict | None = None, half: bool = False) -> Path:

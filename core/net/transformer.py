@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PATCH_SIZES = (40, 20, 10, 5)
-MULTIPLE = 2 * max(PATCH_SIZES)  # LR size multiple: stride-2 encoder, largest patch 40
+from .spec import PATCH_SIZES
 
 
 class MultiScaleAttention(nn.Module):

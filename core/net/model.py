@@ -13,12 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import make_layer
-from .flow import flow_warp, flows_tensor
 from .msd_align import MSDAlign
-from .transformer import MULTIPLE, MSSTFormer
-
-SCALE = 4
-N_IN, N_OUT = 4, 7
+from .spec import MULTIPLE, N_IN, SCALE
+from .transformer import MSSTFormer
+from .warp import flow_warp
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -115,8 +113,11 @@ class MSTT(nn.Module):
         return torch.stack([up[k // 2] if k % 2 == 0 else warped[k // 2] for k in keep], dim=1)
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None, keep=None) -> torch.Tensor:
-        """lr (B, 4, 3, H, W) in [0, 1] -> (B, 7, 3, 4H, 4W); flows (B, 3, 4, H, W) or computed.
+    def forward(self, lr: torch.Tensor, flows: torch.Tensor, keep=None) -> torch.Tensor:
+        """lr (B, 4, 3, H, W) in [0, 1], flows (B, 3, 4, H, W) -> (B, 7, 3, 4H, 4W).
+
+        ``flows``: per consecutive pair, [mid->earlier dx, dy, mid->later dx, dy] in LR pixels
+        (``core.run.flow.flows_tensor`` estimates them; the network itself has no optical flow).
 
         ``keep``: output positions (0..6) to make, in that order, e.g. the 2-3 outputs a
         pipeline window owns. The per-frame reconstruction (10 residual blocks, x4 upsampling,
@@ -128,10 +129,9 @@ class MSTT(nn.Module):
         b, t, c, h, w = lr.shape
         if keep is not None and (not keep or any(not 0 <= int(k) < 2 * t - 1 for k in keep)):
             raise ValueError(f"keep must list output positions 0..{2 * t - 2}, got {keep!r}")
-        if flows is None:
-            flows = flows_tensor(lr)
-        if flows.shape != (b, t - 1, 4, h, w):
-            raise ValueError(f"flows must have shape {(b, t - 1, 4, h, w)}, got {tuple(flows.shape)}")
+        if flows is None or flows.shape != (b, t - 1, 4, h, w):
+            got = None if flows is None else tuple(flows.shape)
+            raise ValueError(f"flows must have shape {(b, t - 1, 4, h, w)}, got {got}")
         flows = flows.to(lr.dtype)
         lr_p = pad_to_multiple(lr, MULTIPLE)
         fl_p = pad_to_multiple(flows, MULTIPLE)

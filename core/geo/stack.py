@@ -1,0 +1,247 @@
+"""A stack of frames: open each, check that they line up (size, bands, dtype, CRS, geotransform,
+nodata), read their acquisition times, and describe it all in one ``StackInfo``."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+from ..errors import InputError
+from ..net.spec import SCALE
+from .times import is_increasing, parse_time, parse_times_arg
+
+# Where acquisition times are looked for, in order: (metadata domain, key). TIFFTAG_DATETIME
+# comes last because many tools write the file's creation time there.
+TIME_KEYS = (
+    ("IMAGERY", "ACQUISITIONDATETIME"),
+    ("", "ACQUISITIONDATETIME"),
+    ("", "ACQUISITION_DATETIME"),
+    ("", "ACQUISITION_TIME"),
+    ("", "DATETIME"),
+    ("", "TIFFTAG_DATETIME"),
+)
+
+
+def open_raster(path):
+    """rasterio.open with errors a user can read; georeferencing warnings silenced (we check)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            return rasterio.open(str(path))
+        except RasterioIOError as exc:
+            if not Path(path).exists():
+                raise InputError(f"{path}: file not found") from None
+            raise InputError(f"{path}: not a raster GDAL can read ({exc})") from None
+
+
+# -- stack description -----------------------------------------------------------------------
+@dataclass
+class StackInfo:
+    """What the pipeline (and the QGIS algorithm's pre-check) needs to know about a stack."""
+
+    paths: list
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: object  # rasterio CRS or None
+    transform: Affine
+    georeferenced: bool
+    nodata: object
+    colorinterp: tuple
+    descriptions: tuple
+    color_bands: tuple  # 1-based band indexes super-resolved (alpha bands are masks, not colour)
+    alpha_bands: tuple
+    nbits: int | None
+    times: list  # datetime per frame, or None where unknown
+    time_source: str  # "metadata", "--times" or "none"
+    notes: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)  # output paths, when validated with an out_dir
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.paths)
+
+    @property
+    def n_outputs(self) -> int:
+        return 2 * len(self.paths) - 1
+
+    @property
+    def out_width(self) -> int:
+        return self.width * SCALE
+
+    @property
+    def shape(self) -> tuple:
+        """(height, width) of each LR frame, in numpy's order."""
+        return self.height, self.width
+
+    @property
+    def out_height(self) -> int:
+        return self.height * SCALE
+
+    @property
+    def out_transform(self) -> Affine:
+        return hr_transform(self.transform)
+
+    def summary(self) -> str:
+        crs = self.crs.to_string() if self.crs else "no CRS"
+        px = abs(self.transform.a) if self.georeferenced else None
+        lines = [
+            f"{self.n_frames} frames {self.width}x{self.height}, {self.count} band(s) {self.dtype}, {crs}"
+            + (f", pixel {px:g} -> {px / SCALE:g}" if px else ""),
+            f"-> {self.n_outputs} frames {self.out_width}x{self.out_height}",
+            f"nodata: {self.nodata}" if self.nodata is not None else "nodata: none",
+            "times: " + (", ".join(t.isoformat() for t in self.times) if self.time_source != "none" else "unknown"),
+        ]
+        return "\n".join(lines + self.notes)
+
+    def as_dict(self) -> dict:
+        return dict(
+            paths=[str(p) for p in self.paths], n_frames=self.n_frames, n_outputs=self.n_outputs,
+            width=self.width, height=self.height, count=self.count, dtype=self.dtype,
+            crs=self.crs.to_string() if self.crs else None, transform=tuple(self.transform)[:6],
+            out_width=self.out_width, out_height=self.out_height, out_transform=tuple(self.out_transform)[:6],
+            nodata=self.nodata, times=[t.isoformat() if t else None for t in self.times],
+            time_source=self.time_source, notes=list(self.notes), outputs=list(self.outputs),
+        )
+
+
+def read_time_tag(ds) -> tuple:
+    """(text, key) of the first acquisition-time item found, or (None, None)."""
+    for ns, key in TIME_KEYS:
+        try:
+            tags = ds.tags(ns=ns) if ns else ds.tags()
+        except Exception:
+            continue
+        for k, v in tags.items():
+            if k.upper() == key and str(v).strip():
+                return str(v).strip(), (f"{ns}:{k}" if ns else k)
+    return None, None
+
+
+def _same_transform(a: Affine, b: Affine) -> bool:
+    """Equal up to 1e-6 of a pixel: rounding in text formats, not a real shift."""
+    px = max(abs(a.a), abs(a.b), abs(a.d), abs(a.e), 1e-12)
+    return all(abs(x - y) <= 1e-6 * px for x, y in zip(tuple(a)[:6], tuple(b)[:6]))
+
+
+def _nodata_equal(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def read_stack_info(paths, times=None) -> StackInfo:
+    """Open every frame and check they form one stack; raise InputError naming the first
+    file that differs from the first frame, and how."""
+    paths = [str(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(f"at least 2 frames are needed, got {len(paths)}"
+                         + (f" ({paths[0]})" if paths else ""))
+    metas = []
+    for p in paths:
+        with open_raster(p) as ds:
+            metas.append(_frame_meta(ds, p))
+    first = metas[0]
+    for p, m in zip(paths[1:], metas[1:]):
+        for key, label in (("size", "size"), ("count", "band count"), ("dtype", "data type")):
+            if m[key] != first[key]:
+                raise InputError(f"{p}: {label} {_fmt(m[key])} differs from {paths[0]} ({_fmt(first[key])})")
+        if (m["crs"] is None) != (first["crs"] is None) or (m["crs"] is not None and m["crs"] != first["crs"]):
+            raise InputError(f"{p}: CRS {_crs_name(m['crs'])} differs from {paths[0]} ({_crs_name(first['crs'])})")
+        if not _same_transform(m["transform"], first["transform"]):
+            raise InputError(f"{p}: geotransform {tuple(round(v, 9) for v in tuple(m['transform'])[:6])} differs from "
+                             f"{paths[0]} ({tuple(round(v, 9) for v in tuple(first['transform'])[:6])})")
+        if not _nodata_equal(m["nodata"], first["nodata"]):
+            raise InputError(f"{p}: nodata value {m['nodata']} differs from {paths[0]} ({first['nodata']})")
+    if first["colormap"]:
+        raise InputError(f"{paths[0]}: band 1 has a colour table (palette); its values are class "
+                         "codes, not intensities. Expand it to RGB first (gdal_translate -expand rgb)")
+    if np.dtype(first["dtype"]).kind not in "uif":
+        raise InputError(f"{paths[0]}: data type {first['dtype']} is not supported (integer or float bands only)")
+    alpha = tuple(i + 1 for i, c in enumerate(first["colorinterp"]) if c == ColorInterp.alpha)
+    color = tuple(i for i in range(1, first["count"] + 1) if i not in alpha)
+    if not color:
+        raise InputError(f"{paths[0]}: only alpha bands, nothing to super-resolve")
+
+    notes = []
+    if times is not None:
+        frame_times, source = parse_times_arg(times, len(paths)), "--times"
+    else:
+        frame_times, source = [None] * len(paths), "none"
+        found = []
+        for p, m in zip(paths, metas):
+            if m["time_text"] is None:
+                found = None
+                break
+            try:
+                found.append(parse_time(m["time_text"]))
+            except ValueError:
+                notes.append(f"note: {p}: unreadable time {m['time_key']}={m['time_text']!r}; times ignored")
+                found = None
+                break
+        if found and is_increasing(found):
+            frame_times, source = found, "metadata"
+        elif found:
+            notes.append(f"note: the times in the frames' metadata ({metas[0]['time_key']}) are not increasing "
+                         "(often a file-creation time); ignored. Pass --times to set acquisition times.")
+        elif found is None and any(m["time_text"] for m in metas) and not notes:
+            missing = next(p for p, m in zip(paths, metas) if m["time_text"] is None)
+            notes.append(f"note: {missing} has no acquisition time in its metadata; times ignored")
+    if not first["georeferenced"]:
+        notes.append(f"note: {paths[0]} is georeferenced by {first['control']}; they are scaled to the output pixels"
+                     if first["control"] else f"note: {paths[0]} is not georeferenced; outputs will not be either")
+    return StackInfo(
+        paths=paths, width=first["size"][0], height=first["size"][1], count=first["count"],
+        dtype=first["dtype"], crs=first["crs"], transform=first["transform"],
+        georeferenced=first["georeferenced"], nodata=first["nodata"], colorinterp=first["colorinterp"],
+        descriptions=first["descriptions"], color_bands=color, alpha_bands=alpha, nbits=first["nbits"],
+        times=frame_times, time_source=source, notes=notes,
+    )
+
+
+def _frame_meta(ds, path) -> dict:
+    dtypes = set(ds.dtypes)
+    if len(dtypes) != 1:
+        raise InputError(f"{path}: bands have different data types ({', '.join(sorted(dtypes))})")
+    if ds.count < 1:
+        raise InputError(f"{path}: has no raster bands")
+    nodatas = {(None if v is None else ("nan" if math.isnan(v) else v)) for v in ds.nodatavals}
+    if len(nodatas) > 1:
+        raise InputError(f"{path}: bands have different nodata values ({ds.nodatavals})")
+    nbits = ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
+    text, key = read_time_tag(ds)
+    try:
+        colormap = bool(ds.colormap(1))
+    except ValueError:
+        colormap = False
+    georef = not ds.transform.is_identity or ds.crs is not None
+    control = "GCPs" if ds.gcps[0] else "RPCs" if ds.rpcs is not None else None
+    return dict(control=control, 
+        size=(ds.width, ds.height), count=ds.count, dtype=ds.dtypes[0], crs=ds.crs, transform=ds.transform,
+        georeferenced=georef, nodata=ds.nodata, colorinterp=tuple(ds.colorinterp),
+        descriptions=tuple(ds.descriptions), nbits=int(nbits) if nbits else None, time_text=text, time_key=key,
+        colormap=colormap,
+    )
+
+
+def _fmt(v):
+    return f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v)
+
+
+def _crs_name(crs):
+    if crs is None:
+        return "none"
+    return crs.to_string() if crs.to_epsg() else (crs.to_wkt()[:80] + "...")
+
+
+def hr_transform(t: Affine, scale: int = SCALE) -> Affine:
+    """Pixel size (and rotation terms) divided by ``scale``; same origin (top-left corner)."""
+    return Affine(t.a / scale, t.b / scale, t.c, t.d / scale, t.e / scale, t.f)

@@ -1,0 +1,13 @@
+"""The network's facts, without torch: every other module imports these instead of restating them.
+
+MSTT takes 4 LR frames (the odd frames 1, 3, 5, 7 of a 7-frame clip) and makes all 7 HR frames,
+4x finer in each axis. Its transformer cuts half-resolution features into patches of 40, 20, 10
+and 5 pixels, so LR height and width are padded to multiples of 2 x 40 = 80.
+"""
+SCALE = 4  # HR pixels per LR pixel along each axis
+N_IN = 4  # LR frames per network window
+N_OUT = 2 * N_IN - 1  # HR frames per window: the inputs and one new frame between each pair
+INPUT_POS = tuple(range(0, N_OUT, 2))  # output positions of the input times (0, 2, 4, 6)
+NEW_POS = tuple(range(1, N_OUT, 2))  # output positions of the new frames (1, 3, 5)
+PATCH_SIZES = (40, 20, 10, 5)  # attention patch side per head, at half LR resolution
+MULTIPLE = 2 * max(PATCH_SIZES)  # LR size multiple: stride-2 encoder, largest patch 40

@@ -1,0 +1,73 @@
+"""What a tile costs: FLOPs of one network window (convolutions grow with area, attention with
+its square), the cheapest tile size for a scene, and how many tiles fit one forward on a GPU."""
+from __future__ import annotations
+
+import torch
+
+from ..net.spec import MULTIPLE, N_OUT, PATCH_SIZES
+from .device import BYTES_PER_LR_PX_FP32
+from .tiling import axis_spans
+
+# FLOPs per padded LR pixel of a 4-frame window that grow linearly with area (all convolutions
+# and the deformable conv's contraction), counted with FlopCounterMode on the full model
+# (nf=64) for a 160x160 window: 1396.4 GFLOP convolutions + 11.3 GFLOP DCN matmul.
+LINEAR_FLOP_PER_LR_PX = (1396.428e9 + 11.325e9) / (160 * 160)
+
+
+def padded(n: int, multiple: int = MULTIPLE) -> int:
+    """``n`` rounded up to the network's padding unit."""
+    return -(-int(n) // multiple) * multiple
+
+
+def window_flops(th: int, tw: int, nf: int = 64, frames_out: int = N_OUT, batch: int = 1) -> float:
+    """Estimated FLOPs of one forward on a ``th`` x ``tw`` LR window.
+
+    Convolutions grow with area, but the transformer's attention is global over the window:
+    each head makes 7 * (h/2p) * (w/2p) tokens of dimension (d/4) * p^2 and costs
+    4 * tokens^2 * dim, quadratic in area. That term is why big tiles cost more per pixel."""
+    hp, wp = padded(th), padded(tw)
+    linear = LINEAR_FLOP_PER_LR_PX * (nf / 64) ** 2 * hp * wp
+    dh = 4 * nf // len(PATCH_SIZES)  # d_model = 4 nf, one head per patch size
+    attn = 0.0
+    for p in PATCH_SIZES:
+        tokens = frames_out * (hp // 2 // p) * (wp // 2 // p)
+        attn += 4.0 * tokens * tokens * dh * p * p
+    return batch * (linear + attn)
+
+
+def grid_flops(height: int, width: int, tile: int, overlap: int, margin: int | None = None, nf: int = 64) -> float:
+    """Estimated FLOPs of all tiles of one time window over a scene (equal tiles per axis,
+    spread evenly as ``tiling.axis_spans`` does; the overlap is capped at half a tile)."""
+    ov = min(int(overlap), tile // 2)
+    m = ov // 2 if margin is None else int(margin)
+    rows = axis_spans(height, tile, ov, m, MULTIPLE)
+    cols = axis_spans(width, tile, ov, m, MULTIPLE)
+    return sum(window_flops(r.size, c.size, nf) for r in rows for c in cols)
+
+
+def choose_tile(height: int, width: int, max_tile: int, overlap: int = 16, margin: int | None = None,
+                nf: int = 64, min_tile: int = MULTIPLE) -> int:
+    """The tile size (multiple of 80, <= ``max_tile``) that computes a scene with the fewest
+    estimated FLOPs. Equal tiles spread over a scene can overshoot it by almost a tile per axis
+    (3 tiles of 960 for a 2048 scene compute 2x its area), and attention makes very big tiles
+    dearer per pixel, so the largest tile that fits in memory is rarely the cheapest. Within 3 %
+    of the best, the larger tile wins (fewer calls, more context)."""
+    max_tile = max(min_tile, (int(max_tile) // MULTIPLE) * MULTIPLE)
+    costs = {t: grid_flops(height, width, t, overlap, margin, nf) for t in range(min_tile, max_tile + 1, MULTIPLE)}
+    best = min(costs.values())
+    return max(t for t, c in costs.items() if c <= 1.03 * best)
+
+
+def tiles_per_forward(device: torch.device, tile: int, dtype: torch.dtype = torch.float32, nf: int = 64,
+                      max_batch: int = 8, free_bytes: int | None = None) -> int:
+    """How many tiles to stack into one forward: a GPU runs small tiles far below its peak, so
+    several go together while their activations fit in half of the free memory. CPU: 1 (cores
+    are already busy with one tile; batching only adds memory)."""
+    if device.type != "cuda":
+        return 1
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    per_tile = BYTES_PER_LR_PX_FP32 * (nf / 64) * (0.5 if dtype != torch.float32 else 1.0) * padded(tile) ** 2
+    return int(max(1, min(max_batch, (0.5 * free_bytes) // per_tile)))
+
+

@@ -1,0 +1,54 @@
+"""What a run is asked to do, as one value: ``RunOptions`` (frozen), checked before any work.
+
+Torch-free on purpose: ``mstt-stvsr run --help`` and the QGIS dialog list these choices without
+loading torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+
+from ..errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of one run (``None`` = the default chosen for this machine).
+
+    tile_size / overlap / margin: LR pixels (tile sizes are rounded up to the network's 80-px
+    unit; margin = reflect padding beyond the scene, default half the overlap). times: N
+    acquisition times (list or comma-separated ISO 8601) instead of the frames' metadata.
+    tiles_per_forward: tiles stacked into one network call (1 on CPU, fitted to free GPU
+    memory on CUDA). compile: ``torch.compile`` the network's stages (eager if that fails)."""
+
+    weights: str | None = None
+    tile_size: int | None = None
+    overlap: int | None = None
+    margin: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    times: object = None
+    prefix: str | None = None
+    overwrite: bool = False
+    cog: bool = False
+    threads: int | None = None
+    tiles_per_forward: int | None = None
+    compile: bool = False
+
+    def check(self) -> None:
+        """Raise InputError for a value no run could use (the machine is not consulted)."""
+        _count(self.tile_size, "tile size", "a positive number of pixels", minimum=1)
+        _count(self.overlap, "overlap", "0 or more pixels", minimum=0)
+        _count(self.margin, "margin", "0 or more pixels", minimum=0)
+        _count(self.tiles_per_forward, "tiles per forward", "a positive number", minimum=1)
+        _count(self.threads, "threads", "a positive number", minimum=1)
+
+
+def _count(value, label: str, expected: str, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise InputError(f"{label} must be {expected}, got {value!r}")
