@@ -20,6 +20,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.run.options import DEVICES, PRECISIONS
 from . import deps
+from .about import ICON
 
 # the CLI's option names in the engine's messages, as this algorithm's parameters
 CLI_NAMES = {"--overwrite": "the OVERWRITE option", "--times": "TIMES", "--device cpu": "DEVICE cpu",
@@ -87,13 +88,9 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         return HELP
 
     def icon(self):
-        from .provider import ICON
-
         return QIcon(str(ICON))
 
     def svgIconPath(self):  # noqa: N802
-        from .provider import ICON
-
         return str(ICON)
 
     # -- parameters --------------------------------------------------------------------------

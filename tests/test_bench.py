@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from mstt_stvsr.core.bench import bench
+from mstt_stvsr.core.bench import hardware, report, suite, throughput
+from mstt_stvsr.core.bench.config import BenchConfig
+from mstt_stvsr.core.bench.flops import count_flops
 from mstt_stvsr.core.run import cost
 from mstt_stvsr.core.net.model import MSTT
 
@@ -22,7 +24,7 @@ def one_thread():
 
 
 def bf16_ok():
-    dtype, why = bench.precision_usable("bf16", torch.device("cpu"))
+    dtype, why = throughput.precision_usable("bf16", torch.device("cpu"))
     return dtype is not None, why
 
 
@@ -31,14 +33,14 @@ def test_quick_bench_tiny_model(tmp_path):
     model = MSTT(**TINY)
     use_bf16, _ = bf16_ok()
     precisions = ("fp32", "bf16") if use_bf16 else ("fp32",)
-    cfg = bench.BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0,
-                                         scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path))
+    cfg = BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0,
+                                   scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path))
     lines = []
-    res = bench.run_bench(cfg, model=model, log=lines.append)
+    res = suite.run_bench(cfg, model=model, log=lines.append)
 
     rows = [r for r in res["throughput"] if r.get("status") == "ok"]
     assert {r["precision"] for r in rows} == set(precisions)
-    flops = bench.count_flops(model, 1, 80, 80)
+    flops = count_flops(model, 1, 80, 80)
     for r in rows:
         assert r["seconds"] > 0 and r["mp_per_s"] > 0
         assert math.isclose(r["out_mp"], 7 * 320 * 320 / 1e6)
@@ -63,7 +65,7 @@ def test_quick_bench_tiny_model(tmp_path):
     assert e["mp_per_s"] == pytest.approx(7 * 256 * 256 / 1e6 / e["wall_seconds"])
 
     ratios = res["ratios"]
-    ref = bench.find_row(res["throughput"], e["precision"], 80, 1)  # auto: bf16 on AMX CPUs
+    ref = throughput.find_row(res["throughput"], e["precision"], 80, 1)  # auto: bf16 on AMX CPUs
     ideal = e["out_mp"] / ref["mp_per_s"]
     assert ratios["run's network time vs untiled 7-output forward"] == pytest.approx(st["model"] / ideal - 1)
     assert ratios["tiled overhead (overlap, margins; measured)"] == pytest.approx(
@@ -72,16 +74,16 @@ def test_quick_bench_tiny_model(tmp_path):
     assert ratios["flow+IO share of wall time (all but the network)"] == pytest.approx(1 - st["model"] / e["wall_seconds"])
     assert ratios["network waiting for reads/flow crops"] == pytest.approx(st["wait_read"] / e["wall_seconds"])
     if use_bf16:
-        b, f = (bench.find_row(res["throughput"], p, 80, 1) for p in ("bf16", "fp32"))
+        b, f = (throughput.find_row(res["throughput"], p, 80, 1) for p in ("bf16", "fp32"))
         assert ratios["bf16/fp32 speed-up, tile 80"] == pytest.approx(b["mp_per_s"] / f["mp_per_s"])
 
     assert not list(tmp_path.iterdir())  # the synthetic stack was removed
 
-    path = bench.save_json(res, tmp_path / "r" / "bench.json")
+    path = report.save_json(res, tmp_path / "r" / "bench.json")
     back = json.loads(path.read_text())
     assert back["e2e"]["stages"]["model"] == pytest.approx(st["model"])
     assert back["ratios"].keys() == ratios.keys()
-    text = bench.format_report(res)
+    text = report.format_report(res)
     assert "out MP/s" in text and "flow+IO share" in text and "grid_sample" in text
 
 
@@ -111,21 +113,21 @@ def test_cli_rejects_bad_lists(capsys):
 def test_full_model_flops_match_published_cost():
     """~1435 GFLOP per 4x3x160x160 window (reference README), counted on the meta device."""
     model = MSTT()
-    flops = bench.count_flops(model, 1, 160, 160)
+    flops = count_flops(model, 1, 160, 160)
     assert 0.75 * 1435e9 < flops < 1.25 * 1435e9
-    assert bench.count_flops(model, 2, 160, 160) == pytest.approx(2 * flops)
+    assert count_flops(model, 2, 160, 160) == pytest.approx(2 * flops)
     # the pipeline's analytic cost model (tile choice) agrees, also for non-square tiles
     for h, w in ((160, 160), (80, 240), (320, 320)):
-        assert cost.window_flops(h, w) == pytest.approx(bench.count_flops(model, 1, h, w), rel=0.01)
+        assert cost.window_flops(h, w) == pytest.approx(count_flops(model, 1, h, w), rel=0.01)
 
 
 def test_peaks():
-    assert bench.gpu_peaks("NVIDIA H100 80GB HBM3")[0]["bf16"] == 989.0
-    assert bench.gpu_peaks("NVIDIA H200")[0]["fp16"] == 989.0
-    assert bench.gpu_peaks("NVIDIA H100 PCIe")[0]["bf16"] == 756.0
-    peaks, why = bench.gpu_peaks("Some Future GPU")
+    assert hardware.gpu_peaks("NVIDIA H100 80GB HBM3")[0]["bf16"] == 989.0
+    assert hardware.gpu_peaks("NVIDIA H200")[0]["fp16"] == 989.0
+    assert hardware.gpu_peaks("NVIDIA H100 PCIe")[0]["bf16"] == 756.0
+    peaks, why = hardware.gpu_peaks("Some Future GPU")
     assert peaks == {} and "unknown" in why
-    peaks, why = bench.cpu_peaks(2)
+    peaks, why = hardware.cpu_peaks(2)
     if peaks:
         assert peaks["bf16"] >= peaks["fp32"] > 0 and "estimate" in why
     else:

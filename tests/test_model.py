@@ -6,6 +6,7 @@ import torch
 
 from mstt_stvsr.core.net.model import MSTT, pad_to_multiple
 from mstt_stvsr.core.net.weights import check_state_dict
+from mstt_stvsr.core.run.flow import flows_tensor
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "upstream_mstt_state_dict.tsv"
 
@@ -45,7 +46,7 @@ def test_full_model_forward_shapes(h, w):
     model = MSTT().eval()
     lr = torch.rand(1, 4, 3, h, w)
     with torch.no_grad():
-        out = model(lr)
+        out = model(lr, flows_tensor(lr))
     assert out.shape == (1, 7, 3, 4 * h, 4 * w)
     assert torch.isfinite(out).all()
 
@@ -54,10 +55,12 @@ def test_tiny_model_batch_and_odd_sizes():
     model = tiny().eval()
     lr = torch.rand(2, 4, 3, 13, 27)
     with torch.no_grad():
-        out = model(lr)
+        out = model(lr, flows_tensor(lr))
     assert out.shape == (2, 7, 3, 52, 108)
     with pytest.raises(ValueError, match=r"\(B, 4, 3, H, W\)"):
-        model(torch.rand(1, 3, 3, 16, 16))
+        model(torch.rand(1, 3, 3, 16, 16), torch.zeros(1, 2, 4, 16, 16))
+    with pytest.raises(ValueError, match=r"flows must have shape \(2, 3, 4, 13, 27\), got None"):
+        model(lr, None)
 
 
 def test_skip_base_at_init_is_motion_compensated_bicubic():

@@ -10,7 +10,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from mstt_stvsr.core.errors import Canceled, InputError, WeightsError
+from mstt_stvsr.core.errors import Canceled, InputError, MsttError, WeightsError
 from mstt_stvsr.core.geo.stack import hr_transform
 from mstt_stvsr.core.geo.times import parse_time
 from mstt_stvsr.core.net.model import MSTT
@@ -101,7 +101,7 @@ def test_georeferenced_stack(tmp_path, model, case):
     with rasterio.open(paths[0]) as src:
         src_crs, src_t, src_ci = src.crs, src.transform, src.colorinterp
     if n == 2:
-        in_times = [parse_time(t) for t in kwargs["times"]]
+        in_times = [parse_time(t) for t in options.times]
     else:
         in_times = [parse_time(read(p)[2].get("TIFFTAG_DATETIME") or read(p)[2].get("ACQUISITIONDATETIME") or "2000-01-01") for p in paths]
     for i, p in enumerate(out):
@@ -323,9 +323,9 @@ def test_cancel_or_crash_mid_run_removes_everything(tmp_path, model, how):
 
 
 def test_large_flows_go_to_disk_and_are_removed(tmp_path, model, monkeypatch):
-    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run import scene_flow
 
-    monkeypatch.setattr(pipeline.FlowStore, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(scene_flow.FlowStore, "IN_MEMORY_BYTES", 0)
     paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
     seen = []
     out = run_stack(paths, tmp_path / "out", model=model, hooks=Hooks(progress=lambda f, m: seen.append(sorted(os.listdir(tmp_path / "out")))))
@@ -335,28 +335,70 @@ def test_large_flows_go_to_disk_and_are_removed(tmp_path, model, monkeypatch):
 
 
 
+class OomAboveTile(MSTT):
+    """Fails like an allocator would (``exc``) for any forward on tiles larger than ``limit``."""
+
+    limit, exc = 80, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    def forward(self, lr, flows=None, keep=None):
+        if lr.shape[-1] > self.limit:
+            raise self.exc
+        return super().forward(lr, flows, keep)
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+                                 MemoryError()], ids=["torch", "numpy"])
+def test_out_of_memory_retries_with_smaller_tiles(tmp_path, exc):
+    """Out of memory at 160-px tiles: the run restarts its windows with 80-px tiles, writes
+    every output once and nothing else, and says so."""
+    torch.manual_seed(0)
+    net = OomAboveTile(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
+    net.exc = exc
+    paths = write_stack(tmp_path / "in", n=3, h=100, w=150)
+    logs = []
+    out = run_stack(paths, tmp_path / "out", RunOptions(tile_size=160, overlap=16), model=net, hooks=Hooks(log=logs.append))
+    assert [line for line in logs if line.startswith("out of memory")] == [
+        "out of memory with 160-px tiles; retrying with 80"]
+    assert [line.split(" of ")[1].split(" px")[0] for line in logs if line.startswith("tiles:")] == ["160", "80"]
+    assert listing(tmp_path / "out") == sorted(Path(p).name for p in out) and len(out) == 5
+
+
+def test_out_of_memory_at_the_smallest_tile_fails_cleanly(tmp_path):
+    torch.manual_seed(0)
+    net = OomAboveTile(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
+    net.limit = 0
+    paths = write_stack(tmp_path / "in", n=2, h=40, w=40)
+    with pytest.raises(MsttError, match="out of memory even with 80-px tiles"):
+        run_stack(paths, tmp_path / "out", RunOptions(tile_size=80), model=net)
+    assert not (tmp_path / "out").exists()
+
+
 OOM_CHILD = r"""
 import resource, sys, tempfile
 import torch
 from mstt_stvsr.core.net.model import MSTT
-from mstt_stvsr.core.run.pipeline import run_stack
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import Hooks, run_stack
 from stackgen import write_stack
 torch.manual_seed(0)
 m = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1).eval()
 d = tempfile.mkdtemp()
 paths = write_stack(d + "/in", n=2, h=100, w=100)
-run_stack(paths, d + "/warm", model=m, tile_size=80, threads=1)  # every library loaded, 80-px peak seen
+run_stack(paths, d + "/warm", RunOptions(tile_size=80, threads=1), model=m)  # every library loaded
 vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
 lim = vm + 200 * 2 ** 20  # room for 80-px tiles, not for 160-px ones
 resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-out = run_stack(paths, sys.argv[1], model=m, tile_size=160, overlap=16, log=print, threads=1)
+out = run_stack(paths, sys.argv[1], RunOptions(tile_size=160, overlap=16, threads=1), model=m, hooks=Hooks(log=print))
 print("outputs", len(out))
 """
 
 
-def test_out_of_memory_retries_with_smaller_tiles(tmp_path):
-    """A real allocation failure (address space capped): the run restarts its windows with
-    smaller tiles and still writes every output once, nothing else."""
+@pytest.mark.allocator
+def test_real_allocation_failure_retries_with_smaller_tiles(tmp_path):
+    """The same with a real allocation failure (address space capped 200 MB above a warm
+    80-px run). Whether 160-px tiles fail there depends on the allocator and on what the
+    process loaded before, so ``make test`` leaves it out (``make test-allocator`` runs it);
+    the deterministic tests above cover the retry logic."""
     import subprocess
     import sys
 
@@ -374,7 +416,7 @@ def test_scene_flows_in_blocks_match_whole_frame(monkeypatch):
     the blended field matches the whole-frame one and the true motion."""
     import cv2
 
-    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run.scene_flow import scene_flows
     from stackgen import ground
 
     g = (ground(220, 300, seed=3).mean(axis=2) * 255).astype(np.float32)
@@ -382,11 +424,9 @@ def test_scene_flows_in_blocks_match_whole_frame(monkeypatch):
     a = np.clip(g, 0, 255).astype(np.uint8)
     b = np.clip(cv2.warpAffine(g, shift, (300, 220), borderMode=cv2.BORDER_REFLECT), 0, 255).astype(np.uint8)
     whole = np.zeros((4, 220, 300), np.float32)
-    pipeline.scene_flows(a, b, whole)
-    monkeypatch.setattr(pipeline, "FLOW_BLOCK", 96)
-    monkeypatch.setattr(pipeline, "FLOW_OVERLAP", 24)
+    scene_flows(a, b, whole)
     blocks = np.zeros_like(whole)
-    pipeline.scene_flows(a, b, blocks)
+    scene_flows(a, b, blocks, block=96, overlap=24)
     inner = (slice(None), slice(20, -20), slice(20, -20))
     truth = np.array([-0.6, 0.3, 0.6, -0.3], np.float32)[:, None, None]  # mid->prev, mid->next
     assert np.abs(whole[inner] - truth).mean() < 0.1
@@ -454,7 +494,7 @@ def test_error_in_a_worker_thread_stops_the_run_and_leaves_nothing(tmp_path, mod
             return orig(*a, **k)
         monkeypatch.setattr(pipeline, "read_tile", broken)
     else:
-        orig = pipeline._block_writer
+        orig = pipeline.block_writer
 
         def broken_factory(*a, **k):
             write = orig(*a, **k)
@@ -465,7 +505,7 @@ def test_error_in_a_worker_thread_stops_the_run_and_leaves_nothing(tmp_path, mod
                     raise OSError("disk full while writing")
                 return write(*wa, **wk)
             return write_some
-        monkeypatch.setattr(pipeline, "_block_writer", broken_factory)
+        monkeypatch.setattr(pipeline, "block_writer", broken_factory)
     paths = write_stack(tmp_path / "in", n=3, h=100, w=150)
     (tmp_path / "out").mkdir()
     with pytest.raises(OSError, match="while " + ("reading" if where == "reader" else "writing")):
@@ -506,11 +546,11 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
     get there (the hold gives up after 120 s and the run fails)."""
     import threading
 
-    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run import scene_flow
 
     started = threading.Event()
     calls = []
-    orig = pipeline.scene_flows
+    orig = scene_flow.scene_flows
 
     def held(prev, cur, out, stop=None):
         calls.append(1)
@@ -518,7 +558,7 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
             raise RuntimeError("pair 3 was needed before window 1 ran")
         return orig(prev, cur, out, stop)
 
-    monkeypatch.setattr(pipeline, "scene_flows", held)
+    monkeypatch.setattr(scene_flow, "scene_flows", held)
     paths = write_stack(tmp_path / "in", n=5, h=24, w=24)
     seen = []
 
@@ -538,12 +578,12 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
 def test_cancel_or_error_during_optical_flow(tmp_path, model, monkeypatch, how):
     import threading
 
-    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run import scene_flow
 
     if how == "error":
         def broken(prev, cur, out, stop=None):
             raise ValueError("flow failed")
-        monkeypatch.setattr(pipeline, "scene_flows", broken)
+        monkeypatch.setattr(scene_flow, "scene_flows", broken)
     paths = write_stack(tmp_path / "in", n=3, h=24, w=24)
     (tmp_path / "out").mkdir()
     with pytest.raises(Canceled if how == "cancel" else ValueError):

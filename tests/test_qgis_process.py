@@ -133,7 +133,8 @@ def test_package_zip_installs_into_an_empty_profile(tmp_path, small_stack, tiny_
         names = zf.namelist()
         assert all(n.startswith("mstt_stvsr/") for n in names)
         assert {"mstt_stvsr/__init__.py", "mstt_stvsr/metadata.txt", "mstt_stvsr/resources/icon.svg",
-                "mstt_stvsr/mstt_qgis/algorithm.py", "mstt_stvsr/core/pipeline.py"} <= set(names)
+                "mstt_stvsr/mstt_qgis/algorithm.py", "mstt_stvsr/core/run/pipeline.py",
+                "mstt_stvsr/core/net/model.py", "mstt_stvsr/core/net/spec.py", "mstt_stvsr/core/bench/__init__.py"} <= set(names)
         assert not [n for n in names if any(s in n for s in (".venv", "__pycache__", "/tests/", "/build/",
                                                               "/dist/", ".pyc", ".git"))]
         profile = tmp_path / "profile"

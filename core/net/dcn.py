@@ -56,10 +56,11 @@ def _pair(v):
 
 # Inference caps the k-fold column tensor at this many elements (64 MiB in float32) by taking
 # output rows in chunks; training keeps one chunk, autograd would keep every chunk anyway.
-_CHUNK_ELEMENTS = 1 << 24
+CHUNK_ELEMENTS = 1 << 24
 
 
-def modulated_deform_conv2d_pure(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1):
+def modulated_deform_conv2d_pure(x, offset, mask, weight, bias=None, stride=1, padding=1, dilation=1,
+                                 chunk_elements: int = CHUNK_ELEMENTS):
     """torchvision.ops.deform_conv2d(x, offset, weight, bias, ..., mask=mask) in plain PyTorch.
 
     All kernel points of a deformable group are sampled by one grid_sample (zeros outside,
@@ -90,7 +91,7 @@ def modulated_deform_conv2d_pure(x, offset, mask, weight, bias=None, stride=1, p
     geom = (sh, sw, ph - pad, pw - pad, dh, dw, kh, kw)
     wmat = weight.reshape(1, cout, c * k)
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, mask, weight))
-    rows = ho if training else max(1, _CHUNK_ELEMENTS // max(1, b * c * k * wo))
+    rows = ho if training else max(1, chunk_elements // max(1, b * c * k * wo))
     if rows >= ho:
         out = _dcn_rows(x, offset, mask, wmat, g, 0, geom)
     else:

@@ -131,20 +131,21 @@ class FlowWorker:
 FLOW_BLOCK, FLOW_OVERLAP = 1024, 64
 
 
-def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None) -> None:
+def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None, block: int = FLOW_BLOCK,
+                overlap: int = FLOW_OVERLAP) -> None:
     """Middle flows (4, H, W) of two grey frames into ``out`` (zeroed).
 
-    Frames up to FLOW_BLOCK pixels a side are processed whole. Larger scenes go in blocks of
-    FLOW_BLOCK overlapping by FLOW_OVERLAP, blended with the tiles' raised-cosine weights: the
+    Frames up to ``block`` pixels a side are processed whole. Larger scenes go in blocks of
+    ``block`` overlapping by ``overlap``, blended with the tiles' raised-cosine weights: the
     flow's memory (about 200 bytes per pixel in DIS) would otherwise grow with the scene (3.5 GB
     for 4096 x 4096), while satellite-video motion (a few pixels) is well inside a block. The
     result is still one field for the whole scene, computed once, so tiles agree on motion.
     ``stop`` (a threading.Event) ends the work between blocks."""
     h, w = prev.shape[:2]
-    if h <= FLOW_BLOCK and w <= FLOW_BLOCK:
+    if h <= block and w <= block:
         out[...] = middle_flows(np.stack([prev, cur]))[0]
         return
-    rows, cols = axis_spans(h, FLOW_BLOCK, FLOW_OVERLAP), axis_spans(w, FLOW_BLOCK, FLOW_OVERLAP)
+    rows, cols = axis_spans(h, block, overlap), axis_spans(w, block, overlap)
     wy, wx = axis_weights(rows, h, scale=1), axis_weights(cols, w, scale=1)
     for r, ys in enumerate(rows):
         for c, xs in enumerate(cols):

@@ -1,0 +1,129 @@
+"""What a benchmark tells its reader: ratios between its own measurements, a text report, and
+the whole result as JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..net.spec import SCALE
+from .throughput import find_row
+
+# ratios whose names contain these are fractions, printed as percentages; the others are "x"
+PERCENT_WORDS = ("share", "overhead", "vs untiled")
+
+
+def ratios(result: dict) -> dict:
+    """Ratios between measurements of this run only: precision and batch speed-ups, larger
+    tiles against the smallest, and where the end-to-end run's time went."""
+    out = throughput_ratios(result.get("throughput", []))
+    if result.get("e2e"):
+        out.update(e2e_ratios(result["e2e"]))
+    return out
+
+
+def throughput_ratios(rows: list) -> dict:
+    out = {}
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("extra")]
+    for r in ok:
+        if r["precision"] != "fp32" and r["batch"] == 1:
+            base = find_row(rows, "fp32", r["tile"], 1)
+            if base:
+                out[f"{r['precision']}/fp32 speed-up, tile {r['tile']}"] = r["mp_per_s"] / base["mp_per_s"]
+        if r["batch"] > 1:
+            base = find_row(rows, r["precision"], r["tile"], 1)
+            if base:
+                out[f"batch {r['batch']}/1 throughput, {r['precision']} tile {r['tile']}"] = (
+                    r["mp_per_s"] / base["mp_per_s"])
+    tiles = sorted({r["tile"] for r in ok})
+    for prec in sorted({r["precision"] for r in ok}):
+        small = find_row(rows, prec, tiles[0], 1) if tiles else None
+        for t in tiles[1:]:
+            big = find_row(rows, prec, t, 1)
+            if small and big:
+                out[f"tile {t}/{tiles[0]} throughput, {prec}"] = big["mp_per_s"] / small["mp_per_s"]
+    return out
+
+
+def e2e_ratios(e2e: dict) -> dict:
+    st, wall = e2e["stages"], e2e["wall_seconds"]
+    out = {"model share of wall time": st["model"] / wall,
+           "flow+IO share of wall time (all but the network)": e2e["not_model_seconds"] / wall,
+           "network waiting for scene optical flow": st["wait_flow"] / wall,
+           "network waiting for reads/flow crops": st["wait_read"] / wall,
+           "network waiting for blend/writes": st["wait_write"] / wall}
+    if "tiled_overhead" in e2e:
+        out["tiled overhead (overlap, margins; measured)"] = e2e["tiled_overhead"]
+        out["tiled overhead expected (tile area / scene area)"] = e2e["tiled_overhead_expected"]
+        out["time-window overhead (3 windows for 4 frames; FLOPs)"] = e2e["window_overhead_flops"]
+        out["run's network time vs untiled 7-output forward"] = e2e["network_overhead"]
+        out["end-to-end overhead (wall vs untiled network)"] = e2e["end_to_end_overhead"]
+    return out
+
+
+def format_report(result: dict) -> str:
+    """The result as text for people: device, throughput table, end-to-end stages, ratios."""
+    lines = header_lines(result)
+    if result.get("throughput"):
+        lines += throughput_lines(result["throughput"], result["device"]["type"] == "cuda")
+        lines += [result["flop_note"] + ".", ""]
+    if result.get("e2e"):
+        lines += e2e_lines(result["e2e"]) + [""]
+    if result.get("ratios"):
+        lines.append("Ratios (all from this run)")
+        width = max(len(k) for k in result["ratios"])
+        for k, v in result["ratios"].items():
+            pct = any(w in k for w in PERCENT_WORDS)
+            lines.append(f"  {k:<{width}}  {100 * v:.1f}%" if pct else f"  {k:<{width}}  {v:.2f}x")
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)
+
+
+def header_lines(result: dict) -> list:
+    d = result["device"]
+    where = (f", {d['threads']} threads, load {d.get('load_avg')}" if d["type"] == "cpu"
+             else f", {d.get('memory_gb')} GB")
+    compiled = f"; compiled: {', '.join(result['compiled'])}" if result.get("compiled") else ""
+    return [f"MSTT benchmark on {d['name']} ({d['type']}{where}), torch {d['torch']}",
+            f"model: {result['model']}; deformable conv: {result['deform_conv']}{compiled}",
+            f"peak: {d.get('peak_source')}", ""]
+
+
+def throughput_lines(rows: list, cuda: bool) -> list:
+    head = (f"{'precision':>9} {'tile':>5} {'batch':>5} {'s/fwd':>8} {'out MP/s':>9} {'GFLOP/MP':>9} "
+            f"{'TFLOP/s':>8} {'% peak':>7}" + (f" {'GPU MB':>8}" if cuda else ""))
+    lines = ["Network: 4 LR frames -> 7 HR frames, one forward (flows given)", head]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"{r.get('precision', ''):>9} {r.get('tile', ''):>5} {r.get('batch', ''):>5}  {r.get('status')}")
+            continue
+        frac = r.get("peak_fraction")
+        pct = "-" if frac is None else format(100 * frac, ".1f")
+        line = (f"{r['precision']:>9} {r['tile']:>5} {r['batch']:>5} {r['seconds']:>8.3f} {r['mp_per_s']:>9.4g} "
+                f"{r['gflop_per_mp']:>9.4g} {r['tflops']:>8.4g} {pct:>7}")
+        if cuda:
+            line += f" {r.get('gpu_peak_mb', 0):>8.0f}"
+        lines.append(line)
+    return lines
+
+
+def e2e_lines(e: dict) -> list:
+    hr = SCALE * e["scene"]
+    gpu = f"; peak GPU {e['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in e else ""
+    lines = [f"End to end: {e['frames']} frames of {e['scene']}x{e['scene']} -> {e['outputs']} frames of "
+             f"{hr}x{hr}, tile {e['tile']}, overlap {e['overlap']}, "
+             f"{e['precision']}, {e['grid']['tiles']} tiles x {e['windows']['windows']} time windows",
+             f"  wall {e['wall_seconds']:.2f} s, {e['mp_per_s']:.4g} output MP/s; peak host RSS "
+             f"{e['rss_peak_mb']:.0f} MB ({e['rss_peak_scope']}; {e['rss_before_mb']:.0f} MB before){gpu}"]
+    lines += [f"  pipeline: {line}" for line in e.get("pipeline_log", [])]
+    lines.append(f"  {'stage':>10} {'seconds':>8} {'of wall':>7}   (busy time; reader and writer threads overlap the network)")
+    for s, v in e["stages"].items():
+        lines.append(f"  {s:>10} {v:>8.2f} {100 * v / e['wall_seconds']:>6.1f}%")
+    return lines
+
+
+def save_json(result: dict, path) -> Path:
+    """All of ``result`` (every timing, not only the medians) as indented JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
