@@ -17,7 +17,7 @@ COMMANDS = {
     "train": (".training.train", "train MSTT weights"),
     "eval": (".training.evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
     "synth": (".training.synth", "make synthetic satellite-video clips or the sample stack"),
-    "bench": (".bench.bench", "throughput and end-to-end benchmark"),
+    "bench": (".bench.command", "throughput and end-to-end benchmark"),
 }
 
 
@@ -78,6 +78,11 @@ def collect_info() -> dict:
 
         path = default_weights_path()
         info["default_weights"] = f"{path}" + ("" if path.exists() else " (missing)")
+        if path.exists():
+            from .net.weights import read_metadata
+
+            meta = read_metadata(path)
+            info["default_weights_variant"] = meta.get("variant", "mstt_stvsr (with base)")
     except Exception as exc:
         info["default_weights"] = f"unavailable ({exc})"
     return info

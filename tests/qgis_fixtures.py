@@ -22,7 +22,6 @@ QGIS_PROCESS = VENV / "bin" / "qgis_process"
 QGIS_PROCESS_BIN = Path("/usr/bin/qgis_process.bin")
 PROCESSING_PLUGINS = "/usr/share/qgis/python/plugins"
 ALG = "mstt:spacetimesr"
-TINY = dict(nf=8, groups=2, front_RBs=1, back_RBs=1)
 
 _APP = {}
 
@@ -95,13 +94,10 @@ def project(qgis_app):
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny MSTT's weights, so that whole runs take seconds on the shared CPU."""
-    import torch
-
-    from mstt_stvsr.core.net.model import MSTT
     from mstt_stvsr.core.net.weights import save_weights
+    from nets import tiny_mstt
 
-    torch.manual_seed(0)
-    return save_weights(MSTT(**TINY), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+    return save_weights(tiny_mstt(), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,16 @@
 """Synthetic georeferenced frame stacks for tests: textured ground with platform drift and a
-moving vehicle, written as GeoTIFFs with a chosen CRS, geotransform, dtype, nodata and times."""
+moving vehicle, written (core.geo.synthetic) as GeoTIFFs with a chosen CRS, geotransform,
+dtype, nodata and times."""
 from __future__ import annotations
 
-import warnings
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import cv2
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
+
+from mstt_stvsr.core.geo.synthetic import write_frames
 
 T0 = datetime(2021, 5, 3, 10, 15, 0)
 
@@ -53,58 +52,44 @@ def write_stack(folder, n: int = 4, h: int = 40, w: int = 56, *, dtype="uint8", 
                 crs="EPSG:32633", transform=None, nodata=None, nodata_box=None, times="tag",
                 nbits=None, seed: int = 0, name="frame", descriptions=None, colorinterp=None,
                 dt=timedelta(seconds=2)) -> list:
-    """Write n GeoTIFFs; returns their paths in time order.
+    """Write n GeoTIFFs (2 m UTM pixels by default); returns their paths in time order.
 
     ``times``: "tag" (TIFFTAG_DATETIME), "iso" (ACQUISITIONDATETIME), None, or a list of
-    strings. ``nodata_box``: (y0, y1, x0, x1) LR pixels set to nodata in frame 1 (and a corner
-    strip in every frame)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = clip(n, h, w, seed)
-    if transform is None:
-        transform = Affine(2.0, 0, 500000.0, 0, -2.0, 4500000.0)
-    dt_np = np.dtype(dtype)
-    top = (2 ** nbits - 1) if nbits else (255 if dt_np == np.uint8 else 65535 if dt_np == np.uint16 else 1.0)
-    paths = []
-    for i in range(n):
-        rgb = frames[i].transpose(2, 0, 1)
-        bands = np.concatenate([rgb, rgb[: max(0, count - 3)] * 0.8])[:count] if count >= 3 else rgb.mean(0, keepdims=True).repeat(count, 0)
-        if dt_np.kind == "f":
-            data = (bands * 1000.0 - 50.0).astype(dtype)
-        else:
-            data = np.clip(np.rint(bands * top), 0, top).astype(dtype)
-        if nodata is not None:
-            if dt_np.kind != "f" or not np.isnan(nodata):
-                data[data == nodata] = nodata + 1 if nodata == 0 else nodata - 1
-            data[:, :3, :5] = nodata  # a corner strip in every frame
-            if nodata_box is not None and i == 1:
-                y0, y1, x0, x1 = nodata_box
-                data[:, y0:y1, x0:x1] = nodata
-        p = folder / f"{name}_{i:02d}.tif"
-        profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=dtype, nodata=nodata)
-        if crs is not None:
-            profile.update(crs=CRS.from_user_input(crs), transform=transform)
-        if nbits:
-            profile["NBITS"] = nbits
-        if count == 3 and dt_np == np.uint8:
-            profile["photometric"] = "RGB"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(p, "w", **profile) as dst:
-                dst.write(data)
-                t = T0 + i * dt
-                if times == "tag":
-                    dst.update_tags(TIFFTAG_DATETIME=t.strftime("%Y:%m:%d %H:%M:%S"))
-                elif times == "iso":
-                    dst.update_tags(ACQUISITIONDATETIME=t.isoformat() + "Z")
-                elif isinstance(times, (list, tuple)):
-                    dst.update_tags(TIFFTAG_DATETIME=times[i])
-                for b, d in enumerate(descriptions or [], start=1):
-                    dst.set_band_description(b, d)
-                if colorinterp is not None:
-                    dst.colorinterp = colorinterp
-        paths.append(str(p))
-    return paths
+    strings (written verbatim as TIFFTAG_DATETIME). ``nodata_box``: (y0, y1, x0, x1) LR pixels
+    set to nodata in frame 1 (and a corner strip in every frame)."""
+    data = np.stack([typed_bands(f, count, dtype, nbits) for f in clip(n, h, w, seed)])
+    if nodata is not None:
+        mark_nodata(data, nodata, nodata_box)
+    keys = ("ACQUISITIONDATETIME",) if times == "iso" else ("TIFFTAG_DATETIME",)
+    when = None if times is None else times if isinstance(times, (list, tuple)) else [T0 + i * dt for i in range(n)]
+    paths = write_frames(folder, data, names=f"{name}_{{i:02d}}.tif", dtype=dtype, nbits=nbits, nodata=nodata,
+                         crs=crs, transform=Affine(2.0, 0, 500000.0, 0, -2.0, 4500000.0) if transform is None else transform,
+                         times=when, time_keys=keys, descriptions=descriptions, colorinterp=colorinterp)
+    return [str(p) for p in paths]
+
+
+def typed_bands(rgb: np.ndarray, count: int, dtype, nbits=None) -> np.ndarray:
+    """(h, w, 3) frame in [0, 1] -> (h, w, count) of ``dtype``: extra bands are dimmed copies of
+    the first ones, fewer than 3 are grey; integers span the type's (or nbits') range, floats
+    are reflectance-like values around 0-1000."""
+    rgb = rgb.transpose(2, 0, 1)
+    bands = np.concatenate([rgb, rgb[: max(0, count - 3)] * 0.8])[:count] if count >= 3 else rgb.mean(0, keepdims=True).repeat(count, 0)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return (bands * 1000.0 - 50.0).astype(dt).transpose(1, 2, 0)
+    top = (2 ** nbits - 1) if nbits else (255 if dt == np.uint8 else 65535 if dt == np.uint16 else 1.0)
+    return np.clip(np.rint(bands * top), 0, top).astype(dt).transpose(1, 2, 0)
+
+
+def mark_nodata(data: np.ndarray, nodata, box=None) -> None:
+    """(n, h, w, bands): valid pixels moved off the nodata value, then a corner strip of every
+    frame and ``box`` (y0, y1, x0, x1) of frame 1 set to it."""
+    if data.dtype.kind != "f" or not np.isnan(nodata):
+        data[data == nodata] = nodata + 1 if nodata == 0 else nodata - 1
+    data[:, :3, :5] = nodata
+    if box is not None and len(data) > 1:
+        y0, y1, x0, x1 = box
+        data[1, y0:y1, x0:x1] = nodata
 
 
 def rewrite_crs(path, crs="EPSG:4326") -> None:

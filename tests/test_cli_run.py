@@ -10,15 +10,14 @@ import rasterio
 import torch
 
 from mstt_stvsr.core import cli
-from mstt_stvsr.core.net.model import MSTT
 from mstt_stvsr.core.net.weights import save_weights
+from nets import tiny_mstt
 from stackgen import write_stack
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    return str(save_weights(MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1), tmp_path_factory.mktemp("w") / "tiny.safetensors"))
+    return str(save_weights(tiny_mstt(), tmp_path_factory.mktemp("w") / "tiny.safetensors"))
 
 
 def test_run_writes_outputs_and_lists_them(tmp_path, weights, capsys):

@@ -63,17 +63,14 @@ def test_split_layout_with_and_without_lr(tmp_path):
 
 
 def test_geotiff_folder_ordered_by_time(tmp_path):
-    import rasterio
     from rasterio.transform import from_origin
+
+    from mstt_stvsr.core.geo.synthetic import write_frames
 
     hr = frames(8, seed=5)
     order = [3, 0, 7, 1, 5, 2, 6, 4]  # file names deliberately not in time order
-    for t, f in enumerate(hr):
-        path = tmp_path / f"scene_{order[t]}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=40, height=32, count=3, dtype="uint8",
-                           crs="EPSG:32633", transform=from_origin(500000, 4000000, 1, 1)) as ds:
-            ds.write(f.transpose(2, 0, 1))
-            ds.update_tags(ACQUISITIONDATETIME=f"2021-05-03T10:00:0{t}.5Z")
+    write_frames(tmp_path, hr, names=[f"scene_{k}.tif" for k in order], transform=from_origin(500000, 4000000, 1, 1),
+                 times=[f"2021-05-03T10:00:0{t}.5Z" for t in range(8)], time_keys=("ACQUISITIONDATETIME",))
     ds = open_dataset(tmp_path)
     assert isinstance(ds, GeoTiffFramesDataset) and len(ds) == 2
     c = ds.clip(1)

@@ -153,3 +153,21 @@ def test_keep_makes_only_those_outputs_and_equals_the_full_forward():
             assert calls == [2] * len(keep)  # one kept frame (of each batch item) at a time
         with pytest.raises(ValueError, match="keep"):
             model(lr, flows, keep=[7])
+
+
+def test_the_network_package_imports_no_io_or_gis_library():
+    """core.net is the network only: OpenCV, rasterio, GDAL and QGIS stay out of its imports,
+    and the run options (what the CLI and QGIS list) need no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mstt_stvsr.core.net, mstt_stvsr.core.net.model, mstt_stvsr.core.net.weights, "
+            "mstt_stvsr.core.net.dcn, mstt_stvsr.core.net.warp\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cv2', 'rasterio', 'osgeo', 'qgis', 'PIL'}))\n"
+            "import mstt_stvsr.core.net.spec\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    code = "import sys, mstt_stvsr.core.run.options, mstt_stvsr.core.net.spec; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr

@@ -16,22 +16,19 @@ from mstt_stvsr.core.geo.times import parse_time
 from mstt_stvsr.core.net.model import MSTT
 from mstt_stvsr.core.run.options import RunOptions
 from mstt_stvsr.core.run.pipeline import Hooks, band_groups, run_stack, validate_stack
+from nets import RESIDUAL, tiny_mstt
 from stackgen import rewrite_crs, write_stack
 
 
-def tiny(residual=0.0, seed=0):
-    """Tiny MSTT; ``residual`` > 0 randomises its last conv so the network, not only the
-    parameter-free bicubic/flow base, shapes the output."""
-    torch.manual_seed(seed)
-    m = MSTT(nf=8, groups=2, front_RBs=1, back_RBs=1)
-    if residual:
-        torch.nn.init.normal_(m.conv_last.weight, std=residual)
-    return m.eval()
+def tiny(residual=RESIDUAL, seed=0):
+    return tiny_mstt(residual, seed)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny()
+    """A residual of ~1 DN: the network takes part, and an input-time output still lines up
+    with its source pixel for pixel (checked against block means below)."""
+    return tiny(0.01)
 
 
 def read(path):
@@ -158,27 +155,96 @@ def test_untiled_run_equals_the_network_on_whole_frames(tmp_path):
         assert np.abs(got - expect).max() <= 1
 
 
-def test_tiled_agrees_with_untiled_and_has_no_seams(tmp_path):
-    """Plumbing of the blend with a tiny random network: two tiles of 80 with 16 overlap vs
-    one tile for the whole scene (2-D blending is checked exactly in test_tiling; seams with
-    the trained network in test_tiled_quality)."""
-    net = tiny(0.05)
+def tiled_matches_whole(tiled, whole, grid) -> list:
+    """What differs between a tiled and an untiled run (empty if nothing): mean |difference|
+    over 1 DN, or the difference near seam lines over 1.5x that elsewhere (+0.1 DN)."""
+    from mstt_stvsr.core.run.pipeline import make_grid  # noqa: F401 (grid comes from it)
+
+    rows, cols = grid.seam_lines()
+    problems = []
+    for a, b in zip(tiled, whole):
+        d = np.abs(read(a)[0].astype(np.float64) - read(b)[0].astype(np.float64)).mean(axis=0)
+        near = near_seams(d.shape, rows, cols)
+        print(f"mean |tiled - whole| {d.mean():.3f} DN; near seams {d[near].mean():.3f}, elsewhere {d[~near].mean():.3f}")
+        if d.mean() > 1.0:
+            problems.append(f"{Path(a).name}: mean difference {d.mean():.2f} DN")
+        if d[near].mean() > 1.5 * d[~near].mean() + 0.1:
+            problems.append(f"{Path(a).name}: seams {d[near].mean():.2f} vs {d[~near].mean():.2f} DN")
+    return problems
+
+
+def tiled_and_whole(tmp_path, net):
+    from mstt_stvsr.core.geo.stack import read_stack_info
+    from mstt_stvsr.core.run.pipeline import make_grid
+
     paths = write_stack(tmp_path / "in", n=2, h=60, w=100)
     tiled = run_stack(paths, tmp_path / "tiled", RunOptions(tile_size=80, overlap=16), model=net)
     whole = run_stack(paths, tmp_path / "whole", RunOptions(tile_size=240, overlap=16), model=net)
-    from mstt_stvsr.core.run.pipeline import make_grid
-    from mstt_stvsr.core.geo.stack import read_stack_info
-
     grid = make_grid(*read_stack_info(paths).shape, 80, 16)
     assert (len(grid.rows), len(grid.cols)) == (1, 2)
-    rows, cols = grid.seam_lines()
-    for a, b in zip(tiled, whole):
-        d = np.abs(read(a)[0].astype(np.float64) - read(b)[0].astype(np.float64)).mean(axis=0)
-        print(f"mean |tiled - whole| {d.mean():.3f} DN; near seams {d[near_seams(d.shape, rows, cols)].mean():.3f}, "
-              f"elsewhere {d[~near_seams(d.shape, rows, cols)].mean():.3f}")
-        assert d.mean() <= 1.0
-        near = near_seams(d.shape, rows, cols)
-        assert d[near].mean() <= 1.5 * d[~near].mean() + 0.1
+    return tiled, whole, grid
+
+
+def test_tiled_agrees_with_untiled_and_has_no_seams(tmp_path):
+    """Plumbing of the blend with a tiny network (non-zero residual): two tiles of 80 with 16
+    overlap vs one tile for the whole scene (2-D blending is checked exactly in test_tiling;
+    seams with the trained network in test_tiled_quality)."""
+    assert tiled_matches_whole(*tiled_and_whole(tmp_path, tiny())) == []
+
+
+def test_tiled_check_catches_a_wrong_tile(tmp_path, monkeypatch):
+    """Negative control: tiles read 3 px off their place must fail the same check."""
+    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run.tiling import Span, Tile
+
+    orig = pipeline.read_tile
+
+    def shifted(ds, bands, tile, info, scaler):
+        moved = Tile(tile.row, tile.col, tile.y, Span(tile.x.start + 3, tile.x.stop + 3)) if tile.col else tile
+        return orig(ds, bands, moved, info, scaler)
+
+    monkeypatch.setattr(pipeline, "read_tile", shifted)
+    assert tiled_matches_whole(*tiled_and_whole(tmp_path, tiny()))
+
+
+def windows_match_network(out, paths, net) -> list:
+    """Outputs (0..2N-2) that are not, to 1 DN, the network's output for the window and
+    position ``plan_windows`` assigns them (flows from whole frames, one tile, no margin)."""
+    from mstt_stvsr.core.run.flow import flows_tensor
+    from mstt_stvsr.core.run.windows import plan_windows
+
+    lr = torch.from_numpy(np.stack([read(p)[0] for p in paths]).astype(np.float32) / 255)
+    wrong = []
+    for win in plan_windows(len(paths)):
+        x = lr[list(win.frames)][None]
+        with torch.inference_mode():
+            y = net(x, flows_tensor(x))[0].numpy()
+        for p, pos in win.outputs:
+            expect = np.clip(np.rint(y[pos] * 255), 0, 255)
+            if np.abs(read(out[p])[0].astype(np.float64) - expect).max() > 1:
+                wrong.append(p)
+    return wrong
+
+
+def test_each_output_comes_from_its_window(tmp_path):
+    """N = 5 (4 windows, mirrored at both ends): every output equals its window's network output."""
+    paths = write_stack(tmp_path / "in", n=5, h=80, w=80)
+    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0), model=tiny())
+    assert windows_match_network(out, paths, tiny()) == []
+
+
+def test_window_check_catches_a_wrong_window(tmp_path, monkeypatch):
+    """Negative control: windows fed their frames in reverse time order must fail it."""
+    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run.windows import Window, plan_windows
+
+    def reversed_plan(n):
+        return [Window(w.start, w.frames[::-1], tuple((p, 6 - pos) for p, pos in w.outputs)) for w in plan_windows(n)]
+
+    monkeypatch.setattr(pipeline, "plan_windows", reversed_plan)
+    paths = write_stack(tmp_path / "in", n=5, h=80, w=80)
+    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0), model=tiny())
+    assert windows_match_network(out, paths, tiny())
 
 
 def near_seams(shape, rows, cols, half=8):
@@ -552,11 +618,11 @@ def test_later_flows_are_computed_while_the_network_works(tmp_path, model, monke
     calls = []
     orig = scene_flow.scene_flows
 
-    def held(prev, cur, out, stop=None):
+    def held(prev, cur, out, stop=None, **kw):
         calls.append(1)
         if len(calls) == 4 and not started.wait(120):
             raise RuntimeError("pair 3 was needed before window 1 ran")
-        return orig(prev, cur, out, stop)
+        return orig(prev, cur, out, stop, **kw)
 
     monkeypatch.setattr(scene_flow, "scene_flows", held)
     paths = write_stack(tmp_path / "in", n=5, h=24, w=24)
@@ -581,7 +647,7 @@ def test_cancel_or_error_during_optical_flow(tmp_path, model, monkeypatch, how):
     from mstt_stvsr.core.run import scene_flow
 
     if how == "error":
-        def broken(prev, cur, out, stop=None):
+        def broken(prev, cur, out, stop=None, **kw):
             raise ValueError("flow failed")
         monkeypatch.setattr(scene_flow, "scene_flows", broken)
     paths = write_stack(tmp_path / "in", n=3, h=24, w=24)

@@ -7,16 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mstt_stvsr.core.training import synth as S
 from mstt_stvsr.core.errors import InputError
+from mstt_stvsr.core.training.clips import Camera, make_clip, render
+from mstt_stvsr.core.training.imagery import CATALOGUE, IMAGERY_DIR
+from mstt_stvsr.core.training.sample import make_sample_stack
+from mstt_stvsr.core.training.scenes import Scene, urban_scene
+from mstt_stvsr.core.training.synth import write_septuplets
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample"
 
 
 def test_clip_is_deterministic_from_seed():
-    a, ia = S.make_clip(11, 96, 7)
-    b, ib = S.make_clip(11, 96, 7)
-    c, _ = S.make_clip(12, 96, 7)
+    a, ia = make_clip(11, 96, 7)
+    b, ib = make_clip(11, 96, 7)
+    c, _ = make_clip(12, 96, 7)
     assert a.shape == (7, 96, 96, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b) and ia == ib
     assert not np.array_equal(a, c)
@@ -25,10 +29,10 @@ def test_clip_is_deterministic_from_seed():
 def test_platform_drift_moves_the_whole_frame():
     """Global shift between frames 2 and 6 equals 4 x the camera's drift (content moves against it)."""
     rng = np.random.default_rng(0)
-    scene = S.urban_scene(rng, 200, 200, 0.8, None, "train")
+    scene = urban_scene(rng, 200, 200, 0.8, None, "train")
     scene.movers = []  # only the platform moves
-    cam = S.Camera(drift=(0.75, -0.5), noise=0.5)  # sub-pixel per frame, whole pixels over 4 frames
-    f = S.render(scene, cam, 7, 128, 128, rng).astype(float)
+    cam = Camera(drift=(0.75, -0.5), noise=0.5)  # sub-pixel per frame, whole pixels over 4 frames
+    f = render(scene, cam, 7, 128, 128, rng).astype(float)
 
     def err(sx, sy):  # frame 6 against frame 2 moved by (sx, sy)
         return np.abs(f[5][10:110, 10:110] - f[1][10 + sy:110 + sy, 10 + sx:110 + sx]).mean()
@@ -41,13 +45,13 @@ def test_platform_drift_moves_the_whole_frame():
 
 def test_movers_move_on_their_own():
     rng = np.random.default_rng(1)
-    scene = S.urban_scene(rng, 160, 160, 0.5, None, "train")
-    static = S.Scene(scene.static, [], scene.gsd, scene.sun, "urban", "x")
-    cam = S.Camera(dt=0.2)
+    scene = urban_scene(rng, 160, 160, 0.5, None, "train")
+    static = Scene(scene.static, [], scene.gsd, scene.sun, "urban", "x")
+    cam = Camera(dt=0.2)
     moving = [m for m in scene.movers if abs(m.speed) > 0]
     assert moving, "a city scene has traffic"
-    with_cars = S.render(scene, cam, 3, 128, 128, np.random.default_rng(2))
-    without = S.render(static, cam, 3, 128, 128, np.random.default_rng(2))
+    with_cars = render(scene, cam, 3, 128, 128, np.random.default_rng(2))
+    without = render(static, cam, 3, 128, 128, np.random.default_rng(2))
     # vehicles are where the frames differ, and that place changes with time
     d0 = np.abs(with_cars[0].astype(int) - without[0]).sum(-1) > 30
     d2 = np.abs(with_cars[2].astype(int) - without[2]).sum(-1) > 30
@@ -56,21 +60,21 @@ def test_movers_move_on_their_own():
 
 def test_clip_size_must_divide_by_4():
     with pytest.raises(InputError, match="multiple of 4"):
-        S.make_clip(0, 30)
+        make_clip(0, 30)
 
 
 def test_write_septuplets_layout(tmp_path):
-    S.write_septuplets(tmp_path, clips=2, size=48, split="test", seed=3, progress=False)
+    write_septuplets(tmp_path, clips=2, size=48, split="test", seed=3, progress=False)
     assert (tmp_path / "sep_testlist.txt").read_text().split() == ["00001/0001", "00002/0001"]
     assert len(list((tmp_path / "sequences" / "00002" / "0001").glob("im*.png"))) == 7
 
 
 def test_real_scene_uses_held_out_imagery_only(tmp_path):
-    imagery = S.default_imagery_dir()
-    if not (imagery / S.CATALOGUE["yell541"].path).is_file():
+    imagery = IMAGERY_DIR
+    if not (imagery / CATALOGUE["yell541"].path).is_file():
         pytest.skip("real imagery not fetched (tools/fetch_imagery.py); procedural ground covers CI")
-    names = {S.make_clip(s, 64, 3, "test", imagery, kind="real")[1]["source"] for s in range(6)}
-    assert names <= {n for n, src in S.CATALOGUE.items() if src.split == "test"}
+    names = {make_clip(s, 64, 3, "test", imagery, kind="real")[1]["source"] for s in range(6)}
+    assert names <= {n for n, src in CATALOGUE.items() if src.split == "test"}
 
 
 def test_shipped_sample_stack():
@@ -93,13 +97,54 @@ def test_shipped_sample_stack():
 
 
 def test_sample_stack_regenerates_identically(tmp_path):
-    imagery = S.default_imagery_dir()
-    if not (imagery / S.CATALOGUE["yell541"].path).is_file():
+    imagery = IMAGERY_DIR
+    if not (imagery / CATALOGUE["yell541"].path).is_file():
         pytest.skip("real imagery not fetched (tools/fetch_imagery.py)")
     import rasterio
 
-    paths = S.make_sample_stack(tmp_path, imagery, gt_dir=tmp_path / "gt")
+    paths = make_sample_stack(tmp_path, imagery, gt_dir=tmp_path / "gt")
     for p in paths:
         with rasterio.open(p) as a, rasterio.open(SAMPLE / p.name) as b:
             assert np.array_equal(a.read(), b.read())
     assert len(list((tmp_path / "gt").glob("gt_*.tif"))) == 9
+
+
+def test_write_frames_scales_types_and_dates(tmp_path):
+    """The shared stack writer: [0, 1] floats to an integer type's (or nbits') range, times as
+    TIFF and ISO tags, band descriptions, and a tall tiled frame written in several strips."""
+    from datetime import timedelta
+
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    from mstt_stvsr.core.geo.synthetic import write_frames
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((2, 1100, 40, 2)).astype(np.float32)
+    t0 = datetime(2020, 1, 2, 3, 4, 5)
+    paths = write_frames(tmp_path, frames, names=["a.tif", "b.tif"], dtype="uint16", nbits=12, block=256,
+                         times=[t0, t0 + timedelta(milliseconds=250)], timespec="milliseconds",
+                         time_keys=("TIFFTAG_DATETIME", "ACQUISITIONDATETIME"), descriptions=("nir", "red"),
+                         colorinterp=[ColorInterp.gray, ColorInterp.undefined], compress=True)
+    assert [p.name for p in paths] == ["a.tif", "b.tif"]
+    with rasterio.open(paths[1]) as ds:
+        assert (ds.count, ds.dtypes[0], ds.crs.to_epsg(), ds.block_shapes[0]) == (2, "uint16", 32633, (256, 256))
+        assert np.array_equal(ds.read().transpose(1, 2, 0), np.rint(frames[1] * 4095).astype(np.uint16))
+        assert ds.tags()["ACQUISITIONDATETIME"] == "2020-01-02T03:04:05.250Z"
+        assert ds.tags()["TIFFTAG_DATETIME"] == "2020:01:02 03:04:05"
+        assert ds.descriptions == ("nir", "red")
+        assert ds.profile["compress"].lower() == "deflate"
+
+
+def test_write_frames_keeps_typed_data_and_can_skip_georeferencing(tmp_path):
+    from mstt_stvsr.core.geo.synthetic import write_frames
+
+    data = np.arange(2 * 6 * 5, dtype=np.int16).reshape(2, 6, 5) - 30  # (n, h, w): one band
+    paths = write_frames(tmp_path, data, dtype="int16", nodata=-9999, crs=None, times=["bad", None])
+    import rasterio
+
+    with rasterio.open(paths[0]) as ds:
+        assert ds.crs is None and ds.nodata == -9999 and ds.tags()["TIFFTAG_DATETIME"] == "bad"
+        assert np.array_equal(ds.read(1), data[0])
+    with rasterio.open(paths[1]) as ds:
+        assert "TIFFTAG_DATETIME" not in ds.tags()

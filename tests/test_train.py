@@ -9,10 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mstt_stvsr.core.training import train as T
 from mstt_stvsr.core.errors import InputError
 from mstt_stvsr.core.net.warp import flow_warp
-from mstt_stvsr.core.training.synth import make_clip
+from mstt_stvsr.core.training.clips import make_clip
+from mstt_stvsr.core.training.config import ROOT_CONFIGS, load_config
+from mstt_stvsr.core.training.crops import build_sampler, dihedral_flows, dihedral_frames, reverse_time
+from mstt_stvsr.core.training.train import run_training
+from mstt_stvsr.core.training.trainer import Trainer, amp_dtype, charbonnier, export_checkpoint
 
 
 def warp_np(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -33,9 +36,9 @@ def test_flow_follows_dihedral_augmentation(t, hf, vf):
     flows = rng.integers(-3, 4, (1, 4, h, w)).astype(np.float32)
     for part in (slice(0, 2), slice(2, 4)):
         warped = warp_np(img, flows[0, part])
-        aug_then = T.dihedral_frames(warped[None, ..., None], t, hf, vf)[0, ..., 0]
-        a_img = T.dihedral_frames(img[None, ..., None], t, hf, vf)[0, ..., 0]
-        a_flow = T.dihedral_flows(flows, t, hf, vf)[0, part]
+        aug_then = dihedral_frames(warped[None, ..., None], t, hf, vf)[0, ..., 0]
+        a_img = dihedral_frames(img[None, ..., None], t, hf, vf)[0, ..., 0]
+        a_flow = dihedral_flows(flows, t, hf, vf)[0, part]
         assert np.array_equal(warp_np(a_img, a_flow), aug_then)
 
 
@@ -47,11 +50,11 @@ def test_flow_augmentation_matches_flow_warp_bilinear():
     ref = flow_warp(torch.from_numpy(img), torch.from_numpy(flows[:, :2])).numpy()
     for t, hf, vf in itertools.product([False, True], repeat=3):
         to_hwc = lambda a: a.transpose(0, 2, 3, 1)  # noqa: E731
-        a_img = T.dihedral_frames(to_hwc(img), t, hf, vf).transpose(0, 3, 1, 2)
-        a_fl = T.dihedral_flows(flows, t, hf, vf)
+        a_img = dihedral_frames(to_hwc(img), t, hf, vf).transpose(0, 3, 1, 2)
+        a_fl = dihedral_flows(flows, t, hf, vf)
         got = flow_warp(torch.from_numpy(np.ascontiguousarray(a_img)),
                         torch.from_numpy(np.ascontiguousarray(a_fl[:, :2]))).numpy()
-        want = T.dihedral_frames(to_hwc(ref), t, hf, vf).transpose(0, 3, 1, 2)
+        want = dihedral_frames(to_hwc(ref), t, hf, vf).transpose(0, 3, 1, 2)
         np.testing.assert_allclose(got[..., 2:-2, 2:-2], want[..., 2:-2, 2:-2], atol=1e-5)
 
 
@@ -59,7 +62,7 @@ def test_reverse_time_swaps_pairs_and_directions():
     lr = np.arange(4)[:, None, None, None] * np.ones((4, 2, 2, 3))
     hr = np.arange(7)[:, None, None, None] * np.ones((7, 8, 8, 3))
     fl = np.arange(12, dtype=np.float32).reshape(3, 4, 1, 1) * np.ones((3, 4, 2, 2), np.float32)
-    rl, rh, rf = T.reverse_time(lr, hr, fl)
+    rl, rh, rf = reverse_time(lr, hr, fl)
     assert rl[:, 0, 0, 0].tolist() == [3, 2, 1, 0] and rh[:, 0, 0, 0].tolist() == list(range(6, -1, -1))
     # new pair 0 is old pair 2; its mid->prev is old mid->next
     assert rf[0, :, 0, 0].tolist() == [10, 11, 8, 9]
@@ -90,12 +93,12 @@ def tiny_cfg(data, out, **kw):
     over = {"data.root": str(data), "train.out": str(out), "data.crop": 20, "train.batch": 1,
             "train.threads": 2, "train.log_every": 1}
     over.update(kw)
-    return T.load_config(T.ROOT_CONFIGS / "tiny.toml", over)
+    return load_config(ROOT_CONFIGS / "tiny.toml", over)
 
 
 def test_crop_sampler_shapes_and_flow_cache(data, tmp_path):
     cfg = tiny_cfg(data, tmp_path)
-    s = T.build_sampler(cfg)
+    s = build_sampler(cfg)
     s.precompute(progress=False)
     lr, hr, fl = s.batch(np.random.default_rng(0), 2)
     assert lr.shape == (2, 4, 3, 20, 20) and hr.shape == (2, 7, 3, 80, 80) and fl.shape == (2, 3, 4, 20, 20)
@@ -116,26 +119,26 @@ def test_loss_falls(data, tmp_path, amp):
     # without the skip base the tiny net starts far from the target, so 2 steps must show
     cfg = tiny_cfg(data, tmp_path / "run", **{"train.steps": 100, "train.lr": 1e-3, "train.amp": amp})
     cfg["model"]["skip"] = False
-    trainer = T.Trainer(cfg, torch.device("cpu"))
+    trainer = Trainer(cfg, torch.device("cpu"))
     assert trainer.amp == (torch.bfloat16 if amp == "bf16" else None)
-    batch = T.build_sampler(cfg).batch(np.random.default_rng(5), 1)
+    batch = build_sampler(cfg).batch(np.random.default_rng(5), 1)
     with torch.no_grad():
-        before = T.charbonnier(trainer.model(batch[0], batch[2]), batch[1]).item()
+        before = charbonnier(trainer.model(batch[0], batch[2]), batch[1]).item()
     for _ in range(2):
         trainer.train_step(*batch)
     with torch.no_grad():
-        after = T.charbonnier(trainer.model(batch[0], batch[2]), batch[1]).item()
+        after = charbonnier(trainer.model(batch[0], batch[2]), batch[1]).item()
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert after < 0.9 * before
 
 
 def test_resume_is_exact(data, tmp_path):
     # run 1 step, stop, resume to 2: identical to 2 steps straight
-    straight = T.run_training(tiny_cfg(data, tmp_path / "a", **{"train.steps": 2}), progress=False, log=lambda m: None)
+    straight = run_training(tiny_cfg(data, tmp_path / "a", **{"train.steps": 2}), progress=False, log=lambda m: None)
     part = tiny_cfg(data, tmp_path / "b", **{"train.steps": 1})
-    T.run_training(part, progress=False, log=lambda m: None)
+    run_training(part, progress=False, log=lambda m: None)
     resumed_cfg = tiny_cfg(data, tmp_path / "b", **{"train.steps": 2})
-    resumed = T.run_training(resumed_cfg, resume="auto", progress=False, log=lambda m: None)
+    resumed = run_training(resumed_cfg, resume="auto", progress=False, log=lambda m: None)
     assert straight["step"] == resumed["step"] == 2
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
@@ -156,8 +159,8 @@ def test_export_checkpoint_roundtrip(data, tmp_path):
     from mstt_stvsr.core.net.weights import load_model, read_metadata
 
     cfg = tiny_cfg(data, tmp_path / "run", **{"train.steps": 1})
-    T.run_training(cfg, progress=False, log=lambda m: None)
-    out = T.export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "w.safetensors")
+    run_training(cfg, progress=False, log=lambda m: None)
+    out = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "w.safetensors")
     model = load_model(out)
     assert model.config == cfg["model"]
     assert read_metadata(out)["trained_steps"] == "1"
@@ -167,11 +170,11 @@ def test_config_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nstepz = 3\n")
     with pytest.raises(InputError, match="stepz"):
-        T.load_config(bad)
+        load_config(bad)
     with pytest.raises(InputError, match="multiple of 4"):
-        T.load_config(None, {"data.crop": 30})
+        load_config(None, {"data.crop": 30})
     with pytest.raises(InputError, match="not found"):
-        T.load_config(tmp_path / "missing.toml")
+        load_config(tmp_path / "missing.toml")
 
 
 def test_cpu_mixed_precision_choice():
@@ -180,8 +183,8 @@ def test_cpu_mixed_precision_choice():
     from mstt_stvsr.core.run.device import cpu_fast_bf16
 
     cpu = torch.device("cpu")
-    assert T.amp_dtype("auto", cpu) == (torch.bfloat16 if cpu_fast_bf16() else None)
-    assert T.amp_dtype("bf16", cpu) == torch.bfloat16
-    assert T.amp_dtype("off", cpu) is None
+    assert amp_dtype("auto", cpu) == (torch.bfloat16 if cpu_fast_bf16() else None)
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    assert amp_dtype("off", cpu) is None
     with pytest.raises(InputError, match="fp16.*CUDA"):
-        T.amp_dtype("fp16", cpu)
+        amp_dtype("fp16", cpu)

@@ -25,8 +25,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "build" / "imagery"
+try:
+    from mstt_stvsr.core.training.imagery import IMAGERY_DIR as DEFAULT_OUT
+except ImportError:
+    raise SystemExit("mstt_stvsr is not importable: run `make setup` and use .venv/bin/python") from None
 
 DEEPFOREST = "deepforest==2.1.0"
 NEON = {  # file in deepforest/data -> sha256
@@ -59,7 +61,7 @@ SOURCES_MD = """# Imagery used for synthetic satellite video (written by tools/f
 * OpenCV files: Debian package `opencv-doc` ({opencv_version}), `{opencv_dir}`; OpenCV sample
   data, licence BSD-3-Clause / Apache-2.0 (see /usr/share/doc/opencv-doc/copyright).
 
-Split (see core/synth.py `CATALOGUE`): training uses YELL_528000, OSBS_029, SOAP_031, aero1;
+Split (see core/training/imagery.py `CATALOGUE`): training uses YELL_528000, OSBS_029, SOAP_031, aero1;
 evaluation and the sample stack use only the held-out YELL_541000, SOAP_061 and aero3.
 """
 

@@ -29,33 +29,27 @@ if str(ROOT.parent) not in sys.path:
 
 
 def write_stack(folder: Path, size: int, frames: int) -> list:
-    """Cheap texture with sub-pixel drift, written in row strips (never the whole frame as
-    float). Sizes up to 4096 stay well under a few hundred MB here."""
+    """Cheap uint8 texture with sub-pixel drift, one frame in memory at a time and written in
+    row strips (core.geo.synthetic). Sizes up to 4096 stay well under a few hundred MB here."""
     import cv2
     import numpy as np
-    import rasterio
     from affine import Affine
-    from rasterio.windows import Window
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from mstt_stvsr.core.geo.synthetic import write_frames
+
     rng = np.random.default_rng(0)
     small = (rng.random((size // 8 + 4, size // 8 + 4, 3)) * 255).astype(np.uint8)
     base = cv2.resize(small, (size + 32, size + 32), interpolation=cv2.INTER_CUBIC)
     base = cv2.add(base, (rng.random((size + 32, size + 32, 3)) * 40).astype(np.uint8))
-    paths = []
-    for t in range(frames):
-        m = np.float32([[1, 0, 16 + 0.7 * t], [0, 1, 16 - 0.4 * t]])
-        frame = cv2.warpAffine(base, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        p = folder / f"f_{t:02d}.tif"
-        with rasterio.open(p, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
-                           crs="EPSG:32633", transform=Affine(1.0, 0, 400000, 0, -1.0, 5000000), tiled=True,
-                           compress="deflate", photometric="RGB") as ds:
-            for y in range(0, size, 512):
-                h = min(512, size - y)
-                ds.write(frame[y:y + h].transpose(2, 0, 1), window=Window(0, y, size, h))
-        paths.append(str(p))
-        del frame
-    return paths
+
+    def drifting():
+        for t in range(frames):
+            m = np.float32([[1, 0, 16 + 0.7 * t], [0, 1, 16 - 0.4 * t]])
+            yield cv2.warpAffine(base, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+    paths = write_frames(folder, drifting(), names="f_{i:02d}.tif", crs="EPSG:32633",
+                         transform=Affine(1.0, 0, 400000, 0, -1.0, 5000000), compress=True, block=256)
+    return [str(p) for p in paths]
 
 
 def rss_mb() -> float:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quality against tile size and overlap: the measurement behind the pipeline's defaults.
 
-A real-looking clip with ground truth (core/synth.py: real aerial ground with roads, vehicles and
+A real-looking clip with ground truth (core/training/clips.py: real aerial ground with roads, vehicles and
 platform drift, rendered at HR; LR = the Jilin-189 bicubic x4 reduction of every other frame)
 is written as a georeferenced stack and run through the real pipeline (run_stack) once untiled
 (one tile holds the whole scene) and once per tile size x overlap. For each run:
@@ -37,28 +37,20 @@ if str(ROOT.parent) not in sys.path:
 
 
 def make_stack(folder: Path, lr_size: int, frames: int, seed: int):
-    """Write the LR inputs as GeoTIFFs; return (paths, HR truth (2N-1, H, W, 3) uint8)."""
-    import rasterio
+    """Write the LR inputs as GeoTIFFs; return (paths, HR truth (2N-1, H, W, 3) uint8, clip info)."""
     from affine import Affine
 
+    from mstt_stvsr.core.geo.synthetic import write_frames
+    from mstt_stvsr.core.training.clips import make_clip
     from mstt_stvsr.core.training.degrade import downsample
-    from mstt_stvsr.core.training.synth import default_imagery_dir, make_clip
+    from mstt_stvsr.core.training.imagery import IMAGERY_DIR
 
-    imagery = default_imagery_dir()
-    imagery = imagery if imagery.is_dir() else None
+    imagery = IMAGERY_DIR if IMAGERY_DIR.is_dir() else None
     hr, info = make_clip(seed, size=(4 * lr_size, 4 * lr_size), frames=2 * frames - 1, split="test",
                          imagery=imagery, kind="urban")
-    lr = downsample(hr[0::2])
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, f in enumerate(lr):
-        p = folder / f"clip_{i:02d}.tif"
-        with rasterio.open(p, "w", driver="GTiff", width=lr_size, height=lr_size, count=3, dtype="uint8",
-                           crs="EPSG:32633", transform=Affine(2.0, 0, 500000, 0, -2.0, 4600000),
-                           photometric="RGB") as ds:
-            ds.write(f.transpose(2, 0, 1))
-        paths.append(str(p))
-    return paths, hr, info
+    paths = write_frames(folder, downsample(hr[0::2]), names="clip_{i:02d}.tif", crs="EPSG:32633",
+                         transform=Affine(2.0, 0, 500000, 0, -2.0, 4600000))
+    return [str(p) for p in paths], hr, info
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from ..net.spec import N_IN, SCALE
 from ..run import device
 from ..run.options import RunOptions
 from ..run.pipeline import Hooks, make_grid, run_stack
+from ..run.progress import STAGES
 from .config import BenchConfig
 from .flops import window_flop_plan
 from .memory import reset_peak_rss, rss_bytes
@@ -23,7 +24,6 @@ from .throughput import Meter, find_row
 
 # busy seconds per stage (pipeline's progress.Clock): the reader thread reads and crops flows,
 # the writer blends and writes, beside the network; wait_* is the network thread idling for them
-STAGES = ("read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write")
 # pipeline log lines worth keeping in the report: the tiling it chose and any out-of-memory retry
 PIPELINE_LOG_KEPT = ("tiles:", "out of")
 

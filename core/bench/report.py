@@ -9,7 +9,7 @@ from ..net.spec import SCALE
 from .throughput import find_row
 
 # ratios whose names contain these are fractions, printed as percentages; the others are "x"
-PERCENT_WORDS = ("share", "overhead", "vs untiled")
+PERCENT_WORDS = ("share", "overhead", "vs untiled", "waiting")
 
 
 def ratios(result: dict) -> dict:

@@ -151,16 +151,7 @@ def read_stack_info(paths, times=None) -> StackInfo:
             metas.append(_frame_meta(ds, p))
     first = metas[0]
     for p, m in zip(paths[1:], metas[1:]):
-        for key, label in (("size", "size"), ("count", "band count"), ("dtype", "data type")):
-            if m[key] != first[key]:
-                raise InputError(f"{p}: {label} {_fmt(m[key])} differs from {paths[0]} ({_fmt(first[key])})")
-        if (m["crs"] is None) != (first["crs"] is None) or (m["crs"] is not None and m["crs"] != first["crs"]):
-            raise InputError(f"{p}: CRS {_crs_name(m['crs'])} differs from {paths[0]} ({_crs_name(first['crs'])})")
-        if not _same_transform(m["transform"], first["transform"]):
-            raise InputError(f"{p}: geotransform {tuple(round(v, 9) for v in tuple(m['transform'])[:6])} differs from "
-                             f"{paths[0]} ({tuple(round(v, 9) for v in tuple(first['transform'])[:6])})")
-        if not _nodata_equal(m["nodata"], first["nodata"]):
-            raise InputError(f"{p}: nodata value {m['nodata']} differs from {paths[0]} ({first['nodata']})")
+        _check_same_grid(p, m, paths[0], first)
     if first["colormap"]:
         raise InputError(f"{paths[0]}: band 1 has a colour table (palette); its values are class "
                          "codes, not intensities. Expand it to RGB first (gdal_translate -expand rgb)")
@@ -170,31 +161,7 @@ def read_stack_info(paths, times=None) -> StackInfo:
     color = tuple(i for i in range(1, first["count"] + 1) if i not in alpha)
     if not color:
         raise InputError(f"{paths[0]}: only alpha bands, nothing to super-resolve")
-
-    notes = []
-    if times is not None:
-        frame_times, source = parse_times_arg(times, len(paths)), "--times"
-    else:
-        frame_times, source = [None] * len(paths), "none"
-        found = []
-        for p, m in zip(paths, metas):
-            if m["time_text"] is None:
-                found = None
-                break
-            try:
-                found.append(parse_time(m["time_text"]))
-            except ValueError:
-                notes.append(f"note: {p}: unreadable time {m['time_key']}={m['time_text']!r}; times ignored")
-                found = None
-                break
-        if found and is_increasing(found):
-            frame_times, source = found, "metadata"
-        elif found:
-            notes.append(f"note: the times in the frames' metadata ({metas[0]['time_key']}) are not increasing "
-                         "(often a file-creation time); ignored. Pass --times to set acquisition times.")
-        elif found is None and any(m["time_text"] for m in metas) and not notes:
-            missing = next(p for p, m in zip(paths, metas) if m["time_text"] is None)
-            notes.append(f"note: {missing} has no acquisition time in its metadata; times ignored")
+    frame_times, source, notes = _stack_times(paths, metas, times)
     if not first["georeferenced"]:
         notes.append(f"note: {paths[0]} is georeferenced by {first['control']}; they are scaled to the output pixels"
                      if first["control"] else f"note: {paths[0]} is not georeferenced; outputs will not be either")
@@ -205,6 +172,47 @@ def read_stack_info(paths, times=None) -> StackInfo:
         descriptions=first["descriptions"], color_bands=color, alpha_bands=alpha, nbits=first["nbits"],
         times=frame_times, time_source=source, notes=notes,
     )
+
+
+def _check_same_grid(path, meta: dict, first_path, first: dict) -> None:
+    """Raise InputError naming ``path`` if it does not line up with the first frame."""
+    for key, label in (("size", "size"), ("count", "band count"), ("dtype", "data type")):
+        if meta[key] != first[key]:
+            raise InputError(f"{path}: {label} {_fmt(meta[key])} differs from {first_path} ({_fmt(first[key])})")
+    if (meta["crs"] is None) != (first["crs"] is None) or (meta["crs"] is not None and meta["crs"] != first["crs"]):
+        raise InputError(f"{path}: CRS {_crs_name(meta['crs'])} differs from {first_path} ({_crs_name(first['crs'])})")
+    if not _same_transform(meta["transform"], first["transform"]):
+        raise InputError(f"{path}: geotransform {tuple(round(v, 9) for v in tuple(meta['transform'])[:6])} differs "
+                         f"from {first_path} ({tuple(round(v, 9) for v in tuple(first['transform'])[:6])})")
+    if not _nodata_equal(meta["nodata"], first["nodata"]):
+        raise InputError(f"{path}: nodata value {meta['nodata']} differs from {first_path} ({first['nodata']})")
+
+
+def _stack_times(paths, metas, times) -> tuple:
+    """(times, source, notes): ``--times`` when given, else the frames' tags when every frame
+    has a readable one and they increase, else no times (with a note saying why)."""
+    if times is not None:
+        return parse_times_arg(times, len(paths)), "--times", []
+    notes, found = [], []
+    for p, m in zip(paths, metas):
+        if m["time_text"] is None:
+            found = None
+            break
+        try:
+            found.append(parse_time(m["time_text"]))
+        except ValueError:
+            notes.append(f"note: {p}: unreadable time {m['time_key']}={m['time_text']!r}; times ignored")
+            found = None
+            break
+    if found and is_increasing(found):
+        return found, "metadata", notes
+    if found:
+        notes.append(f"note: the times in the frames' metadata ({metas[0]['time_key']}) are not increasing "
+                     "(often a file-creation time); ignored. Pass --times to set acquisition times.")
+    elif any(m["time_text"] for m in metas) and not notes:
+        missing = next(p for p, m in zip(paths, metas) if m["time_text"] is None)
+        notes.append(f"note: {missing} has no acquisition time in its metadata; times ignored")
+    return [None] * len(paths), "none", notes
 
 
 def _frame_meta(ds, path) -> dict:

@@ -165,7 +165,7 @@ class DCNv2Pack(nn.Module):
     def forward(self, x, feat):
         o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
         offset = torch.cat([o1, o2], dim=1)
-        if not self._warned:
+        if not self._warned and not offset.is_meta:  # shape-only (meta) tensors have no values
             mean = float(offset.detach().abs().mean())
             if mean > 50:
                 log.warning("DCNv2 mean |offset| %.1f px > 50: the alignment has likely diverged", mean)

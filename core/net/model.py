@@ -14,7 +14,7 @@ from torch import nn
 
 from .blocks import make_layer
 from .msd_align import MSDAlign
-from .spec import MULTIPLE, N_IN, SCALE
+from .spec import FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
 from .transformer import MSSTFormer
 from .warp import flow_warp
 
@@ -40,10 +40,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 class MSTT(nn.Module):
-    def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10, skip: bool = True):  # noqa: N803
+    def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,  # noqa: N803
+                 skip: bool = True, upstream_exact: bool = False):
         super().__init__()
-        self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip)
-        self.skip = skip
+        skip = bool(skip) and not upstream_exact  # upstream has no parameter-free base
+        self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip,
+                           upstream_exact=bool(upstream_exact))
+        self.skip, self.upstream_exact = skip, bool(upstream_exact)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.feature_extraction = make_layer(nf, front_RBs)
         self.MSD_align = MSDAlign(nf, groups)
@@ -61,17 +64,29 @@ class MSTT(nn.Module):
             nn.init.zeros_(self.conv_last.weight)
             nn.init.zeros_(self.conv_last.bias)
 
+    @property
+    def flow_kind(self) -> str:
+        """Which flows ``forward`` expects (see spec): full ones for the upstream variant."""
+        return FLOW_FULL if self.upstream_exact else FLOW_MIDDLE
+
+    @property
+    def variant(self) -> str:
+        return "upstream-exact" if self.upstream_exact else "mstt_stvsr (with base)" if self.skip else "mstt_stvsr"
+
     # -- stages ---------------------------------------------------------------------------
     def extract(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, nf, H, W) per-frame features."""
         return self.feature_extraction(self.lrelu(self.conv_first(frames)))
 
     def middle_features(self, feats: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-        """Features of the 3 missing frames. feats (B, 4, nf, H, W), flows (B, 3, 4, H, W)."""
+        """Features of the 3 missing frames. feats (B, 4, nf, H, W), flows (B, 3, 4, H, W):
+        per pair [flow applied to the earlier frame, flow applied to the later frame]."""
         b, t, c, h, w = feats.shape
         prev = feats[:, :-1].reshape(b * (t - 1), c, h, w)
         nxt = feats[:, 1:].reshape(b * (t - 1), c, h, w)
         fl = flows.reshape(b * (t - 1), 4, h, w)
+        if self.upstream_exact:
+            return self.upstream_middle_features(prev, nxt, fl).view(b, t - 1, c, h, w)
         # both directions of all pairs in one batch: align(prev -> next) and align(next -> prev)
         aligned = self.MSD_align(torch.cat([prev, nxt]), torch.cat([nxt, prev]))
         warped = torch.cat([flow_warp(prev, fl[:, 0:2]), flow_warp(nxt, fl[:, 2:4])])
@@ -79,6 +94,18 @@ class MSTT(nn.Module):
         f_prev, f_next = fused.chunk(2, dim=0)
         mid = self.blending(torch.cat([f_prev, f_next], dim=1))
         return mid.view(b, t - 1, c, h, w)
+
+    def upstream_middle_features(self, prev: torch.Tensor, nxt: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
+        """Upstream's wiring, for checkpoints trained with it. prev, nxt (N, nf, H, W), fl
+        (N, 4, H, W) full frame-to-frame flows -> (N, nf, H, W). One branch fuses [prev aligned
+        towards nxt, nxt warped by the forward flow], the other [prev warped by the backward
+        flow, nxt warped by the forward flow]; warps sample as upstream's does."""
+        aligned = self.MSD_align(prev, nxt)
+        w_prev = flow_warp(prev, fl[:, 0:2], align_corners=False)
+        w_next = flow_warp(nxt, fl[:, 2:4], align_corners=False)
+        fused = self.fusion(torch.cat([torch.cat([aligned, w_next], dim=1), torch.cat([w_prev, w_next], dim=1)]))
+        f1, f2 = fused.chunk(2, dim=0)
+        return self.blending(torch.cat([f1, f2], dim=1))
 
     def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, nf, H, W) -> (N, 3, 4H, 4W)."""

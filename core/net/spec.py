@@ -11,3 +11,7 @@ INPUT_POS = tuple(range(0, N_OUT, 2))  # output positions of the input times (0,
 NEW_POS = tuple(range(1, N_OUT, 2))  # output positions of the new frames (1, 3, 5)
 PATCH_SIZES = (40, 20, 10, 5)  # attention patch side per head, at half LR resolution
 MULTIPLE = 2 * max(PATCH_SIZES)  # LR size multiple: stride-2 encoder, largest patch 40
+# Flows the network takes per consecutive pair, [applied to the earlier frame, applied to the
+# later frame]: ours are from the middle time to each frame (half the motion); upstream's
+# checkpoints were trained with full frame-to-frame flows (backward and forward).
+FLOW_MIDDLE, FLOW_FULL = "middle", "full"

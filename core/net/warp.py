@@ -9,10 +9,14 @@ import torch
 import torch.nn.functional as F
 
 
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> torch.Tensor:
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros", mode: str = "bilinear",
+              align_corners: bool = True) -> torch.Tensor:
     """Sample x (N, C, H, W) at p + flow(p); flow (N, 2, H, W) = (dx, dy) in pixels.
 
     align_corners=True with the grid normalised by (size - 1) makes flow 0 the identity.
+    ``align_corners=False`` reproduces upstream MSTT's warp, which normalises the grid the same
+    way but samples with PyTorch's default: there a zero flow is a slight zoom about the centre
+    (a pixel at x moves by (x - (W-1)/2) / (W-1) of a pixel), and weights trained with it expect that.
     Half/bfloat16 inputs are sampled in float32: their mantissa cannot hold pixel positions."""
     n, _, h, w = x.shape
     if flow.dim() != 4 or flow.shape[0] != n or flow.shape[1] != 2 or tuple(flow.shape[-2:]) != (h, w):
@@ -25,5 +29,5 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros", 
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     out = F.grid_sample(x.to(ct), torch.stack([gx, gy], dim=-1), mode=mode,
-                        padding_mode=padding_mode, align_corners=True)
+                        padding_mode=padding_mode, align_corners=align_corners)
     return out.to(x.dtype)

@@ -33,7 +33,7 @@ def save_weights(model: MSTT, path, extra_meta: dict | None = None, half: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(model.config)}
+    meta = {"format": FORMAT, "config": json.dumps(model.config), "variant": model.variant}
     for key, value in (extra_meta or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
     tmp = path.with_name(path.name + ".part")
@@ -133,11 +133,11 @@ def load_model(path=None, map_location="cpu") -> MSTT:
                 config = json.loads(meta["config"])
             except ValueError:
                 raise WeightsError(f"{path}: corrupt config metadata") from None
-        else:  # a converted upstream checkpoint
-            config = dict(infer_config(state), skip=False)
+        else:  # a converted upstream checkpoint: computes what upstream's code computes
+            config = dict(infer_config(state), skip=False, upstream_exact=True)
     else:
         state = _read_pth(path)
-        config = dict(infer_config(state), skip=False)
+        config = dict(infer_config(state), skip=False, upstream_exact=True)
     try:
         model = MSTT(**config)
     except TypeError as exc:

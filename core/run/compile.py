@@ -39,10 +39,10 @@ class EagerFallback:
         return self.eager(*args, **kwargs)
 
 
-STAGES = ("extract", "middle_features", "MSST_former", "reconstruct")
+NETWORK_STAGES = ("extract", "middle_features", "MSST_former", "reconstruct")
 
 
-def compile_stages(net, stages=STAGES, log=None, **compile_kwargs) -> list:
+def compile_stages(net, stages=NETWORK_STAGES, log=None, **compile_kwargs) -> list:
     """``torch.compile`` the network's stages in place, each with an eager fallback; returns
     the names compiled. A method stage becomes an instance attribute of ``net``; a submodule
     stage (``MSST_former``) gets its ``forward`` replaced on the instance, so module names and

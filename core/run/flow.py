@@ -18,7 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..net.spec import FLOW_FULL, FLOW_MIDDLE
 
 _LUMA = (0.299, 0.587, 0.114)
 _DIS_MIN_SIZE = 12  # OpenCV's DIS refuses smaller frames; Farneback handles them
@@ -50,15 +51,6 @@ def quantize_jointly(grays) -> list[np.ndarray]:
         q = np.clip(np.rint((g - lo) * k), 0, 255)
         out.append(np.ascontiguousarray(np.nan_to_num(q, nan=0.0).astype(np.uint8)))
     return out
-
-
-def to_gray_u8(img) -> np.ndarray:
-    """One frame as contiguous uint8 gray, unstretched. Prefer to_gray for flow input: the
-    stretch in quantize_jointly can only use grey levels that are still there."""
-    a = np.asarray(img)
-    if a.dtype == np.uint8 and a.ndim == 2:
-        return np.ascontiguousarray(a)
-    return np.ascontiguousarray(np.clip(np.rint(to_gray(a) * 255.0), 0, 255).astype(np.uint8))
 
 
 def _dis():
@@ -114,32 +106,43 @@ def pair_flows(a, b):
     return _mid_flows_u8(ua, ub)
 
 
-def _middle_flows_gray(grays) -> np.ndarray:
+def _full_flows_u8(a: np.ndarray, b: np.ndarray):
+    """Upstream's flows: the backward one warps a into b's geometry, the forward one b into a's."""
+    return flow_u8(b, a), flow_u8(a, b)
+
+
+def _pair_flows_gray(grays, kind: str = FLOW_MIDDLE) -> np.ndarray:
     """Each pair is stretched on its own two frames, so a pair's flows do not depend on which
     clip, window or time order it is seen in (pipeline windows, training clips, mirrors)."""
+    if kind not in (FLOW_MIDDLE, FLOW_FULL):
+        raise ValueError(f"flow kind {kind!r}: expected {FLOW_MIDDLE!r} or {FLOW_FULL!r}")
+    fields = _full_flows_u8 if kind == FLOW_FULL else _mid_flows_u8
     out = np.empty((len(grays) - 1, 4, *grays[0].shape), np.float32)
     for i in range(len(grays) - 1):
-        to_a, to_b = _mid_flows_u8(*quantize_jointly(grays[i:i + 2]))
+        to_a, to_b = fields(*quantize_jointly(grays[i:i + 2]))
         out[i, 0:2] = to_a.transpose(2, 0, 1)
         out[i, 2:4] = to_b.transpose(2, 0, 1)
     return out
 
 
-def middle_flows(frames) -> np.ndarray:
-    """(T, H, W[, C]) -> (T-1, 4, H, W): [mid->prev dx, dy, mid->next dx, dy] per consecutive pair."""
+def middle_flows(frames, kind: str = FLOW_MIDDLE) -> np.ndarray:
+    """(T, H, W[, C]) -> (T-1, 4, H, W) per consecutive pair: [dx, dy applied to the earlier
+    frame, dx, dy applied to the later frame]. ``kind`` "middle": from the middle time to each
+    frame (ours); "full": full frame-to-frame flows (upstream checkpoints, ``MSTT.flow_kind``)."""
     if len(frames) < 2:
         raise ValueError(f"middle_flows needs at least 2 frames, got {len(frames)}")
-    return _middle_flows_gray([to_gray(f) for f in frames])
+    return _pair_flows_gray([to_gray(f) for f in frames], kind)
 
 
 @torch.no_grad()
-def flows_tensor(lr: torch.Tensor) -> torch.Tensor:
-    """lr (B, T, 3, H, W) in [0, 1] -> (B, T-1, 4, H, W) middle flows on lr's device and dtype.
+def flows_tensor(lr: torch.Tensor, kind: str = FLOW_MIDDLE) -> torch.Tensor:
+    """lr (B, T, 3, H, W) in [0, 1] -> (B, T-1, 4, H, W) flows of ``kind`` (see middle_flows)
+    on lr's device and dtype.
 
     Gray conversion happens on lr's device so only one channel crosses to the CPU."""
     if lr.dim() != 5 or lr.shape[2] != 3 or lr.shape[1] < 2:
         raise ValueError(f"flows_tensor expects lr of shape (B, T>=2, 3, H, W), got {tuple(lr.shape)}")
     luma = torch.tensor(_LUMA, device=lr.device, dtype=torch.float32).view(1, 1, 3, 1, 1)
     gray = (lr.detach().float() * luma).sum(dim=2).cpu().numpy()  # (B, T, H, W), as to_gray
-    out = np.stack([_middle_flows_gray(list(clip)) for clip in gray])
+    out = np.stack([_pair_flows_gray(list(clip), kind) for clip in gray])
     return torch.from_numpy(out).to(device=lr.device, dtype=lr.dtype)

@@ -191,13 +191,14 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     scaler = value_scaler(info)
     groups = band_groups(len(info.color_bands))
     hooks.say(f"values: {scaler.how}; device {dev}, {device.precision_name(dtype)}; {len(groups)} band group(s) of 3")
+    hooks.say(f"network: MSTT {net.variant} variant, {net.flow_kind} flows")
     job = Job(info=info, outs=outs, net=net, dev=dev, dtype=dtype, tile=tile, overlap=ov, margin=options.margin,
               per_forward=per_forward, scaler=scaler, groups=groups, plan=plan_windows(info.n_frames),
               tracker=Progress(hooks.progress, hooks.is_canceled), clock=Clock(hooks.timings, dev),
               stager=HostStager(dev, slots=2), compiled=compiled)
     job.tracker.restart(*job.total_units())
     job.flows = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
-    job.flow_worker = FlowWorker(info, groups, scaler, job.flows, job.clock)
+    job.flow_worker = FlowWorker(info, groups, scaler, job.flows, job.clock, kind=net.flow_kind)
     return job
 
 

@@ -10,6 +10,10 @@ import torch
 from ..errors import Canceled
 
 
+# Stages a run's Clock times: the network thread's work and waits, and its helper threads' work.
+STAGES = ("read", "flow", "model", "blend", "write", "wait_flow", "wait_read", "wait_write")
+
+
 class Clock:
     """Seconds per stage into ``timings``; a no-op when ``timings`` is None.
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..geo.outputs import OutputSet
 from ..geo.read import read_frame
 from ..geo.stack import StackInfo
+from ..net.spec import FLOW_MIDDLE
 from .flow import middle_flows, to_gray
 from .tiling import axis_spans, axis_weights, reflect_flow
 
@@ -72,8 +73,9 @@ class FlowWorker:
     Each frame is read straight into the grey image the flow works on (the luma
     ``flows_tensor`` takes), so only two grey frames per band group are held."""
 
-    def __init__(self, info: StackInfo, groups, scaler, store: FlowStore, clock):
+    def __init__(self, info: StackInfo, groups, scaler, store: FlowStore, clock, kind: str = FLOW_MIDDLE):
         self.info, self.groups, self.scaler, self.store, self.clock = info, groups, scaler, store, clock
+        self.kind = kind  # the flows the network takes (MSTT.flow_kind)
         self.n_pairs = info.n_frames - 1
         self.ready = [threading.Event() for _ in range(self.n_pairs)]
         self.stop = threading.Event()
@@ -101,7 +103,7 @@ class FlowWorker:
                     cur = grey(k + 1, g)
                     arr = self.store.writable(g, k)
                     with self.clock("flow"):
-                        scene_flows(prev, cur, arr, self.stop)
+                        scene_flows(prev, cur, arr, self.stop, kind=self.kind)
                     if self.stop.is_set():
                         return
                     self.store.seal(g, k, arr)
@@ -132,7 +134,7 @@ FLOW_BLOCK, FLOW_OVERLAP = 1024, 64
 
 
 def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None, block: int = FLOW_BLOCK,
-                overlap: int = FLOW_OVERLAP) -> None:
+                overlap: int = FLOW_OVERLAP, kind: str = FLOW_MIDDLE) -> None:
     """Middle flows (4, H, W) of two grey frames into ``out`` (zeroed).
 
     Frames up to ``block`` pixels a side are processed whole. Larger scenes go in blocks of
@@ -143,7 +145,7 @@ def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None, b
     ``stop`` (a threading.Event) ends the work between blocks."""
     h, w = prev.shape[:2]
     if h <= block and w <= block:
-        out[...] = middle_flows(np.stack([prev, cur]))[0]
+        out[...] = middle_flows(np.stack([prev, cur]), kind)[0]
         return
     rows, cols = axis_spans(h, block, overlap), axis_spans(w, block, overlap)
     wy, wx = axis_weights(rows, h, scale=1), axis_weights(cols, w, scale=1)
@@ -152,7 +154,7 @@ def scene_flows(prev: np.ndarray, cur: np.ndarray, out: np.ndarray, stop=None, b
             if stop is not None and stop.is_set():
                 return
             sy, sx = slice(ys.start, ys.stop), slice(xs.start, xs.stop)
-            f = middle_flows(np.stack([prev[sy, sx], cur[sy, sx]]))[0]
+            f = middle_flows(np.stack([prev[sy, sx], cur[sy, sx]]), kind)[0]
             out[:, sy, sx] += f * (wy[r][:, None] * wx[c][None, :])
 
 

@@ -12,7 +12,7 @@ Three layouts, one interface (``len(ds)``, ``ds.clip(i) -> Clip``):
 * ``GeoTiffFramesDataset`` - a folder of time-ordered GeoTIFF frames (HR only; LR made on the fly),
   ordered by their acquisition-time tags when all have one, else by file name.
 
-LR not read from disk is made with core/degrade.py (the Jilin-189 degradation). HR frames whose
+LR not read from disk is made with degrade.py (the Jilin-189 degradation). HR frames whose
 size does not divide by 4 are cropped at the bottom/right.
 """
 from __future__ import annotations
@@ -25,10 +25,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .degrade import SCALE, crop_to_multiple, downsample
+from ..net.spec import INPUT_POS, N_OUT, SCALE
+from .degrade import crop_to_multiple, downsample
 
-N_FRAMES = 7
-INPUT_POS = (0, 2, 4, 6)
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -47,7 +46,7 @@ def read_rgb(path) -> np.ndarray:
         raise InputError(f"{path}: cannot read image ({exc})") from None
 
 
-def make_clip(name: str, hr: np.ndarray, lr: np.ndarray | None = None) -> Clip:
+def clip_from_frames(name: str, hr: np.ndarray, lr: np.ndarray | None = None) -> Clip:
     hr = crop_to_multiple(np.asarray(hr, np.uint8))
     if lr is None:
         lr = downsample(hr[list(INPUT_POS)])
@@ -88,8 +87,8 @@ class SeptupletDataset:
 
     def clip(self, i: int) -> Clip:
         d = self.root / "sequences" / self.names[i]
-        hr = np.stack([read_rgb(d / f"im{t + 1}.png") for t in range(N_FRAMES)])
-        return make_clip(self.names[i], hr)
+        hr = np.stack([read_rgb(d / f"im{t + 1}.png") for t in range(N_OUT)])
+        return clip_from_frames(self.names[i], hr)
 
 
 class SplitDataset:
@@ -103,18 +102,18 @@ class SplitDataset:
         self.seqs = {}
         for d in sorted((p for p in gt.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
             frames = sorted((f.name for f in d.iterdir() if f.suffix.lower() in IMAGE_EXT), key=natural_key)
-            if len(frames) >= N_FRAMES:
+            if len(frames) >= N_OUT:
                 self.seqs[d.name] = frames
         if not self.seqs:
-            raise InputError(f"{gt}: no sequence folder with at least {N_FRAMES} frames")
-        self.index = [(s, k) for s, fr in self.seqs.items() for k in range(0, len(fr) - N_FRAMES + 1, stride)]
+            raise InputError(f"{gt}: no sequence folder with at least {N_OUT} frames")
+        self.index = [(s, k) for s, fr in self.seqs.items() for k in range(0, len(fr) - N_OUT + 1, stride)]
 
     def __len__(self) -> int:
         return len(self.index)
 
     def clip(self, i: int) -> Clip:
         seq, k = self.index[i]
-        names = self.seqs[seq][k:k + N_FRAMES]
+        names = self.seqs[seq][k:k + N_OUT]
         hr = np.stack([read_rgb(self.base / "GT" / seq / n) for n in names])
         lr = None
         lr_dir = self.base / "LR4x" / seq
@@ -122,7 +121,7 @@ class SplitDataset:
             paths = [self._match(lr_dir, names[p]) for p in INPUT_POS]
             if all(p is not None for p in paths):
                 lr = np.stack([read_rgb(p) for p in paths])
-        return make_clip(f"{seq}/{k}", hr, lr)
+        return clip_from_frames(f"{seq}/{k}", hr, lr)
 
     @staticmethod
     def _match(folder: Path, name: str):
@@ -144,8 +143,8 @@ class GeoTiffFramesDataset:
         self.folder = Path(folder)
         paths = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in (".tif", ".tiff")),
                        key=lambda p: natural_key(p.name)) if self.folder.is_dir() else []
-        if len(paths) < N_FRAMES:
-            raise InputError(f"{self.folder}: need at least {N_FRAMES} GeoTIFF frames, found {len(paths)}")
+        if len(paths) < N_OUT:
+            raise InputError(f"{self.folder}: need at least {N_OUT} GeoTIFF frames, found {len(paths)}")
         times = []
         for p in paths:
             with rasterio.open(p) as ds:
@@ -153,7 +152,7 @@ class GeoTiffFramesDataset:
         if all(t is not None for t in times):
             paths = [p for _, p in sorted(zip(times, paths), key=lambda tp: tp[0])]
         self.paths, self.bands = paths, tuple(bands)
-        self.index = list(range(0, len(paths) - N_FRAMES + 1, stride))
+        self.index = list(range(0, len(paths) - N_OUT + 1, stride))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -163,26 +162,27 @@ class GeoTiffFramesDataset:
 
         k = self.index[i]
         frames = []
-        for p in self.paths[k:k + N_FRAMES]:
+        for p in self.paths[k:k + N_OUT]:
             with rasterio.open(p) as ds:
                 if ds.count < len(self.bands) or ds.dtypes[0] != "uint8":
                     raise InputError(f"{p}: need >= {len(self.bands)} uint8 bands for training, "
                                      f"got {ds.count} x {ds.dtypes[0]}")
                 frames.append(ds.read(list(self.bands)).transpose(1, 2, 0))
-        return make_clip(f"{self.folder.name}/{k}", np.stack(frames))
+        return clip_from_frames(f"{self.folder.name}/{k}", np.stack(frames))
 
 
 def _acq_time(ds):
+    """The frame's acquisition time (naive), read as ``mstt-stvsr run`` reads it; None if absent."""
+    from ..geo.stack import read_time_tag
     from ..geo.times import parse_time
 
-    tags = {k.upper(): v for k, v in ds.tags().items()}
-    for key in ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME"):
-        if key in tags:
-            try:
-                return parse_time(tags[key]).replace(tzinfo=None)
-            except ValueError:
-                return None
-    return None
+    text, _ = read_time_tag(ds)
+    if text is None:
+        return None
+    try:
+        return parse_time(text).replace(tzinfo=None)
+    except ValueError:
+        return None
 
 
 def open_dataset(root, layout: str = "auto", split: str = "train", list_file=None, stride: int = 1):

@@ -11,8 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-
-SCALE = 4
+from ..net.spec import SCALE
 
 
 def crop_to_multiple(img: np.ndarray, scale: int = SCALE) -> np.ndarray:

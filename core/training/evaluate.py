@@ -3,7 +3,7 @@
 For each held-out 7-frame clip the model gets the LR frames 1, 3, 5, 7 and makes all 7 HR
 frames; the baseline makes frames 1, 3, 5, 7 by bicubic x4 upsampling (PIL, the inverse of the
 degradation) and frames 2, 4, 6 as the average of their neighbours' bicubic frames. Outputs are
-rounded to 8 bit like a written GeoTIFF before scoring. Scores (core/metrics.py) are per clip
+rounded to 8 bit like a written GeoTIFF before scoring. Scores (metrics.py) are per clip
 (mean over its frames) and the mean over clips, for all frames, the input-time frames and the
 new frames. When the network has the bicubic/flow ``skip`` base, that parameter-free base is
 scored too: the gap between it and MSTT is what training added.
@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import INPUT_POS, open_dataset
+from ..net.spec import INPUT_POS, NEW_POS, SCALE
+from .datasets import open_dataset
 from .metrics import clip_scores
 
-NEW_POS = (1, 3, 5)
 KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 
 
-def bicubic_up(lr: np.ndarray, scale: int = 4) -> np.ndarray:
-    """(T, h, w, 3) uint8 -> (T, 4h, 4w, 3) uint8, PIL bicubic."""
+def bicubic_up(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
+    """(T, h, w, 3) uint8 -> (T, scale h, scale w, 3) uint8, PIL bicubic."""
     return np.stack([np.asarray(Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.BICUBIC))
                      for f in lr])
 
@@ -69,7 +69,7 @@ def score(pred, gt) -> dict:
 
 
 def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True) -> dict:
-    """Score every clip of ``data`` (any layout of core/datasets.py); returns the results dict."""
+    """Score every clip of ``data`` (any layout of datasets.py); returns the results dict."""
     import torch
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -180,11 +180,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import torch
+    from ..run.device import resolve_device, set_threads
 
     if args.threads:
-        torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    res = evaluate(args.data, args.weights, args.out, device, args.limit, progress=not args.quiet)
+        set_threads(args.threads)
+    res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet)
     print(markdown(res))
     return 0

@@ -161,7 +161,7 @@ def fill_blocks(img, rng, g: StreetGrid, lots: Lots) -> None:
             v0, v1 = g.vs[j] + g.main_w / 2, g.vs[j + 1] - g.main_w / 2
             if u1 - u0 < 8 * g.ppm or v1 - v0 < 8 * g.ppm:
                 continue
-            centre = g.c + g.u * (u0 + u1) / 2 + g.v * (v0 + v1) / 2
+            centre = g.c + g.u * ((u0 + u1) / 2) + g.v * ((v0 + v1) / 2)
             if np.abs(centre - g.c).max() > g.reach:
                 continue
             kind = rng.choice(["buildings", "park", "parking", "plaza"], p=[0.62, 0.14, 0.14, 0.10])
