@@ -55,7 +55,7 @@ bench: setup
 imagery: setup
 	$(PY) tools/fetch_imagery.py
 
-# Synthetic satellite video from those stills (core/synth.py), deterministic from the seeds:
+# Synthetic satellite video from those stills (core/training/clips.py), deterministic from the seeds:
 # training set 400 clips with optics blur sigma 0-1.3 HR px (sharp to Jilin-1-like soft),
 # held-out test sets (imagery never used for training): sharp (sigma 0-0.6) and soft (0.6-1.3).
 SYNTH := $(VENV)/bin/mstt-stvsr synth --quiet

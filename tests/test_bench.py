@@ -146,7 +146,7 @@ def test_bf16_autocast_keeps_psnr():
         pytest.skip(f"CPU bf16 autocast not usable here: {why}")
     from mstt_stvsr.core.training.degrade import downsample
     from mstt_stvsr.core.run.flow import flows_tensor
-    from mstt_stvsr.core.training.synth import make_clip
+    from mstt_stvsr.core.training.clips import make_clip
     from mstt_stvsr.core.net.weights import default_weights_path, load_model
 
     if default_weights_path().exists():

@@ -136,13 +136,14 @@ def test_write_frames_scales_types_and_dates(tmp_path):
         assert ds.profile["compress"].lower() == "deflate"
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_write_frames_keeps_typed_data_and_can_skip_georeferencing(tmp_path):
+    import rasterio
+
     from mstt_stvsr.core.geo.synthetic import write_frames
 
     data = np.arange(2 * 6 * 5, dtype=np.int16).reshape(2, 6, 5) - 30  # (n, h, w): one band
     paths = write_frames(tmp_path, data, dtype="int16", nodata=-9999, crs=None, times=["bad", None])
-    import rasterio
-
     with rasterio.open(paths[0]) as ds:
         assert ds.crs is None and ds.nodata == -9999 and ds.tags()["TIFFTAG_DATETIME"] == "bad"
         assert np.array_equal(ds.read(1), data[0])

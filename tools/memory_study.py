@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peak memory of run_stack against scene size and tile size (issue 6, item 7).
+"""Peak memory of run_stack against scene size and tile size.
 
 Each measurement runs in a fresh process (so peaks do not mix) on a synthetic georeferenced
 stack of N frames (uint8 RGB, drifting texture, DEFLATE tiled GeoTIFFs) and reports the

@@ -66,6 +66,8 @@ def frame_profile(h: int, w: int, count: int, dtype, *, nodata=None, crs=None, t
         profile["NBITS"] = nbits
     if compress:
         profile.update(compression_options(dtype))
+        if nbits:  # GDAL's predictors need whole bytes per sample
+            del profile["predictor"]
     if block:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
     if photometric == "auto":

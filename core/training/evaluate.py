@@ -57,7 +57,7 @@ def run_model(model, lr_u8: np.ndarray, device, flows=None):
 
     lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
-        fl = flows_tensor(lr) if flows is None else flows
+        fl = flows_tensor(lr, model.flow_kind) if flows is None else flows
         out = to_u8(model(lr, fl))
         base = to_u8(model.base(lr, fl)) if getattr(model, "skip", False) else None
     return out, base
