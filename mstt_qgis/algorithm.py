@@ -7,6 +7,7 @@ missing torch into one message with the install command.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from qgis.core import (
@@ -18,36 +19,46 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.net.spec import MULTIPLE
 from ..core.run.options import DEVICES, PRECISIONS
 from . import deps
 from .about import ICON
 
-# the CLI's option names in the engine's messages, as this algorithm's parameters
-CLI_NAMES = {"--overwrite": "the OVERWRITE option", "--times": "TIMES", "--device cpu": "DEVICE cpu",
-             "--weights": "WEIGHTS", "--tile-size": "TILE_SIZE", "--overlap": "OVERLAP", "--precision": "PRECISION"}
+# The engine's messages name the CLI's options; the dialog names them by their labels, and
+# qgis_process by their names: both are given, e.g. "Frame times" (TIMES).
+CLI_OPTIONS = {"overwrite": "OVERWRITE", "times": "TIMES", "device": "DEVICE", "weights": "WEIGHTS",
+               "tile-size": "TILE_SIZE", "overlap": "OVERLAP", "precision": "PRECISION", "cog": "COG"}
+# Tile sizes are multiples of the network's padding unit (the engine rounds others up); 12 units
+# is the largest tile the engine's automatic choice uses.
+TILE_CHOICES = ("auto",) + tuple(str(MULTIPLE * k) for k in range(1, 13))
+DEFAULT_OVERLAP = 16  # core.run.device.DEFAULT_OVERLAP, restated here because that module imports torch
 
-HELP = """<p>Super-resolves a stack of georeferenced satellite-video frames in space and time with the
-MSTT network (multi-scale spatial-temporal transformer, Xiao et al., JAG 2022).</p>
-<p><b>In:</b> N >= 2 raster frames of one scene <b>in time order</b> (same size, CRS, geotransform,
-band count, data type and nodata), e.g. Jilin-1 or SkySat video frames. Colour bands are processed
-in groups of 3 (RGB; other counts work band group by band group); alpha bands are kept as masks.
-Times come from each frame's metadata (ACQUISITIONDATETIME, TIFFTAG_DATETIME...) or from
-<i>Times</i>.</p>
-<p><b>Out:</b> 2N-1 GeoTIFFs in the output folder, <code>&lt;name&gt;_x4_t000.tif</code> ...:
-each input frame 4x finer (pixel size / 4) and a new frame halfway between each pair (its
-time is the midpoint). They line up exactly with the inputs: same CRS and origin, data type,
-nodata, band descriptions. Nothing is written unless the whole run succeeds; a cancel leaves no
-file behind. Run from the dialog, the frames load into a group named after the stack, with
-temporal ranges set so the Temporal Controller plays them.</p>
-<p><b>Cost:</b> the network runs once per tile and time window (N-1 windows for N >= 4).
-On a 2-core CPU one 160x160-pixel tile takes roughly 15-20 s per window, so a 10-frame stack of
-1000x1000 pixels takes hours; a CUDA GPU (<i>Device</i> auto or cuda) is far faster. CPU memory
-stays about 2 GB with the default tile size. Outputs take 16x the input size per frame.</p>
-<p><b>Weights:</b> empty = the weights shipped with the plugin; or an MSTT <code>.safetensors</code>
-file, or an upstream <code>.pth</code> checkpoint. <b>Tile size</b> (input pixels, rounded up to a
-multiple of 80; empty = 160 on CPU, fitted to free memory on GPU) and <b>Overlap</b> (input pixels
-blended between tiles; empty = 16) trade memory for speed and seams.</p>
-<p>Needs PyTorch in QGIS's Python: if it is missing, the algorithm says how to install it.</p>"""
+# QGIS's help panel makes each line of shortHelpString a paragraph: one line per paragraph.
+HELP = "\n".join((
+    "Super-resolves a stack of georeferenced satellite-video frames in space and time with the MSTT "
+    "network (multi-scale spatial-temporal transformer, Xiao et al., JAG 2022).",
+    "<b>In:</b> N &ge; 2 raster frames of one scene <b>in time order</b> (same size, CRS, geotransform, "
+    "band count, data type and nodata), e.g. Jilin-1 or SkySat video frames. Colour bands are processed in "
+    "groups of 3 (RGB; other counts work band group by band group); alpha bands are kept as masks. Times come "
+    "from each frame's metadata (ACQUISITIONDATETIME, TIFFTAG_DATETIME...) or from <i>Frame times</i>.",
+    "<b>Out:</b> 2N-1 GeoTIFFs in the output folder, <code>&lt;name&gt;_x4_t000.tif</code> ...: each input "
+    "frame 4x finer (pixel size / 4) and a new frame halfway between each pair (its time is the midpoint). "
+    "They line up exactly with the inputs: same CRS and origin, data type, nodata, band descriptions. Nothing "
+    "is written unless the whole run succeeds; a cancel leaves no file behind.",
+    "<b>In the map:</b> run from this dialog, the frames load into a new group at the top of the Layers "
+    "panel, named after the stack and its time span, each frame named with its time. The Temporal "
+    "Controller's step is set to the frame spacing, so that it shows one frame at a time.",
+    "<b>Cost:</b> the network runs once per tile and time window. On a 2-core CPU one 160x160-pixel tile "
+    "takes roughly 15-20 s per window, so a 10-frame stack of 1000x1000 pixels takes hours; a CUDA GPU "
+    "(<i>Device</i> auto or cuda) is far faster. CPU memory stays about 2 GB with the automatic tile size. "
+    "Outputs take 16x the input size per frame.",
+    "<b>Weights:</b> empty = the weights shipped with the plugin; or an MSTT <code>.safetensors</code> file, "
+    "or an upstream <code>.pth</code> checkpoint. <b>Tile size</b> (input pixels; auto = 160 on CPU, the "
+    "largest that fits in free memory on a GPU) and <b>Tile overlap</b> (input pixels blended between "
+    "tiles) trade memory for speed and seams.",
+    "<b>Needs PyTorch</b> in QGIS's Python. If it is missing, run <i>Install Python dependencies</i> once "
+    "(in this provider, or Plugins menu &gt; MSTT Space-Time Super-Resolution).",
+))
 
 
 class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
@@ -98,24 +109,26 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.INPUT, "Input frames, in time order", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterFile(
-            self.WEIGHTS, "Weights (empty = shipped weights)", QgsProcessingParameterFile.File,
+            self.WEIGHTS, "Weights file (empty = the shipped weights)", QgsProcessingParameterFile.File,
             optional=True, fileFilter="MSTT weights (*.safetensors *.pth *.pt);;All files (*.*)"))
-        tile = QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size in input pixels (empty = 160 on CPU, fitted to GPU memory)",
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=1, maxValue=4096)
+        tile = QgsProcessingParameterEnum(self.TILE_SIZE, "Tile size (input pixels)", list(TILE_CHOICES),
+                                          defaultValue="auto")
+        tile.setHelp("auto: 160 on a CPU; on a GPU the largest tile that fits in half its free memory. "
+                     "Larger tiles need more memory and give the network more context.")
         overlap = QgsProcessingParameterNumber(
-            self.OVERLAP, "Tile overlap in input pixels (empty = 16)",
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=0, maxValue=1024)
-        device = QgsProcessingParameterEnum(
-            self.DEVICE, "Device (auto = CUDA GPU if available)", list(DEVICES), defaultValue="auto")
-        precision = QgsProcessingParameterEnum(
-            self.PRECISION, "Precision (auto = bf16/fp16 on GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32)",
-            list(PRECISIONS), defaultValue="auto")
-        for enum in (device, precision):
-            enum.setUsesStaticStrings(True)  # DEVICE=cpu on the command line and in models
+            self.OVERLAP, "Tile overlap (input pixels)", QgsProcessingParameterNumber.Integer,
+            defaultValue=DEFAULT_OVERLAP, minValue=0, maxValue=MULTIPLE - 1)  # below the smallest tile
+        overlap.setHelp("Pixels that neighbouring tiles share and blend, so that no seam shows.")
+        device = QgsProcessingParameterEnum(self.DEVICE, "Device", list(DEVICES), defaultValue="auto")
+        device.setHelp("auto: a CUDA GPU if PyTorch sees one, else the CPU.")
+        precision = QgsProcessingParameterEnum(self.PRECISION, "Precision", list(PRECISIONS), defaultValue="auto")
+        precision.setHelp("auto: bf16/fp16 on a GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32.")
+        for enum in (tile, device, precision):
+            enum.setUsesStaticStrings(True)  # DEVICE=cpu, TILE_SIZE=160 on the command line and in models
         times = QgsProcessingParameterString(
-            self.TIMES, "Times of the inputs, comma-separated ISO 8601 (empty = from the frames' metadata)",
-            optional=True)
+            self.TIMES, "Frame times (empty = from the frames' metadata)", optional=True)
+        times.setHelp("The input frames' times, comma-separated ISO 8601, e.g. "
+                      "2019-07-15T18:05:30.0Z,2019-07-15T18:05:30.1Z")
         overwrite = QgsProcessingParameterBoolean(self.OVERWRITE, "Replace existing output files", False)
         cog = QgsProcessingParameterBoolean(self.COG, "Write Cloud Optimized GeoTIFFs", False)
         for param in (tile, overlap, device, precision, times, overwrite, cog):
@@ -127,7 +140,11 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """QGIS's own check says only "Incorrect parameter value for INPUT" for a frame it
-        cannot load; name the file and the problem instead, as the engine would."""
+        cannot load; name the file and the problem instead, as the engine would. A tile size
+        given as a number (scripts, models) is taken as its choice."""
+        parameters = dict(parameters)
+        if isinstance(parameters.get(self.TILE_SIZE), int):
+            parameters[self.TILE_SIZE] = str(parameters[self.TILE_SIZE])
         ok, msg = super().checkParameterValues(parameters, context)
         if not ok:
             values = parameters.get(self.INPUT)
@@ -143,8 +160,8 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         t0 = time.perf_counter()
         inputs = self._input_paths(parameters, context)
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context) or None
-        tile = self._optional_int(parameters, self.TILE_SIZE, context)
-        overlap = self._optional_int(parameters, self.OVERLAP, context)
+        tile = self._tile_size(parameters)
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
         precision = self.parameterAsEnumString(parameters, self.PRECISION, context) or "auto"
         times = self.parameterAsString(parameters, self.TIMES, context).strip() or None
@@ -171,7 +188,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
 
         def log(line):
             if line.startswith("note:"):
-                feedback.pushWarning(processing_message(line))
+                feedback.pushWarning(processing_message(line, self))
             else:
                 feedback.pushInfo(line)
 
@@ -182,7 +199,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
             outputs = run_stack(inputs, out_dir, options,
                                 hooks=Hooks(progress=progress, is_canceled=feedback.isCanceled, log=log))
         except MsttError as err:
-            raise QgsProcessingException(processing_message(err)) from None
+            raise QgsProcessingException(processing_message(err, self)) from None
         feedback.pushInfo(f"elapsed: {time.perf_counter() - t0:.1f} s for {len(outputs)} frames")
 
         frame_times = output_times(info.times) if info.time_source != "none" else None
@@ -206,16 +223,10 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         return {}
 
     # -- helpers -----------------------------------------------------------------------------
-    def _optional_int(self, parameters, name, context):
-        value = parameters.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        try:
-            if hasattr(value, "isNull") and value.isNull():
-                return None
-        except TypeError:
-            pass
-        return self.parameterAsInt(parameters, name, context)
+    def _tile_size(self, parameters):
+        """TILE_SIZE as the engine takes it: None for auto (a number from scripts and models too)."""
+        value = str(parameters.get(self.TILE_SIZE) or "auto").strip()
+        return None if value == "auto" else int(value)
 
     def _input_paths(self, parameters, context) -> list:
         """File paths of the INPUT frames, in the order given. Strings that are not layers QGIS
@@ -259,12 +270,19 @@ def layer_path(layer) -> str:
     return path
 
 
-def processing_message(err) -> str:
-    """The engine's message with the CLI's option names replaced by this algorithm's."""
-    text = str(err)
-    for cli, name in CLI_NAMES.items():
-        text = text.replace(cli, name)
-    return text
+def processing_message(err, alg) -> str:
+    """The engine's message with the CLI's options named as this algorithm's parameters: label
+    and name, and the value where the option takes one (``--device cpu``)."""
+    def named(match):
+        name = CLI_OPTIONS.get(match.group(1))
+        param = alg.parameterDefinition(name) if name else None
+        if param is None:
+            return match.group(0)
+        text = f'"{param.description().split(" (")[0]}" ({name})'
+        return f"{text} = {match.group(2)}" if match.group(2) else text
+
+    choices = "|".join(DEVICES + PRECISIONS)
+    return re.sub(rf"--([a-z][a-z-]*)(?: ({choices})\b)?", named, str(err))
 
 
 def ensure_engine() -> None:

@@ -34,7 +34,8 @@ def test_quick_bench_tiny_model(tmp_path):
     use_bf16, _ = bf16_ok()
     precisions = ("fp32", "bf16") if use_bf16 else ("fp32",)
     cfg = BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0,
-                                   scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path))
+                                   scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path), compare_tile=80,
+                                   window_frames=5, window_scene=64)
     lines = []
     res = suite.run_bench(cfg, model=model, log=lines.append)
 
@@ -52,7 +53,7 @@ def test_quick_bench_tiny_model(tmp_path):
 
     e = res["e2e"]
     assert e["outputs"] == 7 and e["tile"] == 80 and e["grid"]["tiles"] == 1
-    assert e["windows"]["windows"] == 3 and 1 < e["windows"]["window_factor"] < 3
+    assert e["windows"]["windows"] == 1 and e["windows"]["window_factor"] == pytest.approx(1)  # fast plan
     st = e["stages"]
     for s in ("read", "flow", "model", "blend", "write"):
         assert st[s] > 0, s
@@ -77,7 +78,20 @@ def test_quick_bench_tiny_model(tmp_path):
         b, f = (throughput.find_row(res["throughput"], p, 80, 1) for p in ("bf16", "fp32"))
         assert ratios["bf16/fp32 speed-up, tile 80"] == pytest.approx(b["mp_per_s"] / f["mp_per_s"])
 
-    assert not list(tmp_path.iterdir())  # the synthetic stack was removed
+    assert not list(tmp_path.iterdir())  # the synthetic stacks were removed
+
+    paths = res["paths"]["paths"]
+    assert set(paths) == {"default", "previous default (NCHW)", "eager fp32 NCHW"}
+    assert paths["eager fp32 NCHW"]["psnr_vs_fp32_db"] == math.inf
+    assert min(p["psnr_vs_fp32_db"] for p in paths.values()) > 40  # bf16 or layout: tiny differences
+    assert ratios["network default path/eager fp32 speed-up, tile 80"] == pytest.approx(
+        paths["eager fp32 NCHW"]["seconds"] / paths["default"]["seconds"])
+    assert 0 < ratios[f"network FLOP/s share of a same-run {res['paths']['precision']} matmul"] < 2
+    w = res["window_plans"]
+    assert ratios["windows fast/central speed-up, 5 frames end to end"] == pytest.approx(
+        w["central"]["wall_seconds"] / w["fast"]["wall_seconds"])
+    assert any("4 time window(s), central plan" in line for line in w["central"]["pipeline_log"])
+    assert any("2 time window(s), fast plan" in line for line in w["fast"]["pipeline_log"])
 
     path = report.save_json(res, tmp_path / "r" / "bench.json")
     back = json.loads(path.read_text())
@@ -93,7 +107,7 @@ def test_cli_bench_writes_json(tmp_path):
 
     out = tmp_path / "b.json"
     rc = cli.main(["bench", "--quick", "--tiles", "80", "--batches", "1", "--precisions", "fp32", "--warmup", "0",
-                   "--scene", "0", "--threads", "1", "--json", str(out)])
+                   "--scene", "0", "--compare-tile", "0", "--window-frames", "0", "--threads", "1", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     (row,) = res["throughput"]

@@ -207,7 +207,7 @@ def test_tiled_check_catches_a_wrong_tile(tmp_path, monkeypatch):
     assert tiled_matches_whole(*tiled_and_whole(tmp_path, tiny()))
 
 
-def windows_match_network(out, paths, net) -> list:
+def windows_match_network(out, paths, net, mode) -> list:
     """Outputs (0..2N-2) that are not, to 1 DN, the network's output for the window and
     position ``plan_windows`` assigns them (flows from whole frames, one tile, no margin)."""
     from mstt_stvsr.core.run.flow import flows_tensor
@@ -215,7 +215,7 @@ def windows_match_network(out, paths, net) -> list:
 
     lr = torch.from_numpy(np.stack([read(p)[0] for p in paths]).astype(np.float32) / 255)
     wrong = []
-    for win in plan_windows(len(paths)):
+    for win in plan_windows(len(paths), mode):
         x = lr[list(win.frames)][None]
         with torch.inference_mode():
             y = net(x, flows_tensor(x))[0].numpy()
@@ -226,11 +226,13 @@ def windows_match_network(out, paths, net) -> list:
     return wrong
 
 
-def test_each_output_comes_from_its_window(tmp_path):
-    """N = 5 (4 windows, mirrored at both ends): every output equals its window's network output."""
+@pytest.mark.parametrize("mode", ["central", "fast"])
+def test_each_output_comes_from_its_window(tmp_path, mode):
+    """N = 5 (central: 4 windows, mirrored at both ends; fast: 2, the last shifted back):
+    every output equals its window's network output."""
     paths = write_stack(tmp_path / "in", n=5, h=80, w=80)
-    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0), model=tiny())
-    assert windows_match_network(out, paths, tiny()) == []
+    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0, windows=mode), model=tiny())
+    assert windows_match_network(out, paths, tiny(), mode) == []
 
 
 def test_window_check_catches_a_wrong_window(tmp_path, monkeypatch):
@@ -238,13 +240,14 @@ def test_window_check_catches_a_wrong_window(tmp_path, monkeypatch):
     from mstt_stvsr.core.run import pipeline
     from mstt_stvsr.core.run.windows import Window, plan_windows
 
-    def reversed_plan(n):
-        return [Window(w.start, w.frames[::-1], tuple((p, 6 - pos) for p, pos in w.outputs)) for w in plan_windows(n)]
+    def reversed_plan(n, mode):
+        return [Window(w.start, w.frames[::-1], tuple((p, 6 - pos) for p, pos in w.outputs))
+                for w in plan_windows(n, mode)]
 
     monkeypatch.setattr(pipeline, "plan_windows", reversed_plan)
     paths = write_stack(tmp_path / "in", n=5, h=80, w=80)
-    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0), model=tiny())
-    assert windows_match_network(out, paths, tiny())
+    out = run_stack(paths, tmp_path / "out", RunOptions(margin=0, windows="central"), model=tiny())
+    assert windows_match_network(out, paths, tiny(), "central")
 
 
 def near_seams(shape, rows, cols, half=8):

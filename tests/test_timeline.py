@@ -43,6 +43,34 @@ def test_window_count_and_no_mirroring_inside_long_stacks():
     assert len(plan_windows(3)) == 2
 
 
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 9, 10, 16])
+def test_fast_plan_makes_every_output_once_with_a_third_of_the_windows(n):
+    plan = plan_windows(n, "fast")
+    made = sorted(p for w in plan for p, _ in w.outputs)
+    assert made == list(range(2 * n - 1))  # every output exactly once
+    assert len(plan) == (1 if n <= 4 else -(-(n - 1) // 3))
+    for w in plan:
+        assert all(abs(a - b) == 1 for a, b in w.pairs)
+        for p, pos in w.outputs:
+            assert pos == p - 2 * w.start and 0 <= pos <= 6
+            if pos % 2 == 0:
+                assert w.frames[pos // 2] == p // 2
+            else:
+                assert {w.frames[pos // 2], w.frames[pos // 2 + 1]} == {p // 2, p // 2 + 1}
+    mirrored = [w for w in plan if len(set(w.frames)) < 4]
+    # mirrored frames only where the stack is too short for one window; otherwise the last
+    # window is shifted back to end at the last frame
+    assert (len(mirrored) == 1 and n < 4) or not mirrored
+    assert plan[-1].frames[-1] == n - 1 or n < 4
+    starts = [w.start for w in plan]
+    assert starts == sorted(starts) and all(b - a <= 3 for a, b in zip(starts, starts[1:]))
+
+
+def test_unknown_window_plan_is_refused():
+    with pytest.raises(InputError, match="unknown window plan 'slow'"):
+        plan_windows(5, "slow")
+
+
 def test_fewer_than_two_frames_is_an_input_error():
     with pytest.raises(InputError, match="at least 2 frames"):
         plan_windows(1)

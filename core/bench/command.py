@@ -14,7 +14,7 @@ from .suite import run_bench
 
 # arguments that, when given, replace the value of the BenchConfig field of the same name
 OVERRIDES = ("tiles", "batches", "precisions", "reps", "warmup", "scene", "e2e_tile", "e2e_batch", "overlap",
-             "threads", "weights", "workdir")
+             "threads", "weights", "workdir", "compare_tile", "window_frames", "window_scene")
 
 
 def _ints(text: str) -> tuple:
@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--weights", help="weights file (default: the shipped weights, else a random model)")
     add("--compile", action="store_true", help="torch.compile the network's stages first")
     add("--workdir", help="folder for the temporary synthetic stack (default: system temp)")
+    add("--compare-tile", type=int, help="tile of the side-by-side network paths (default 160; 0 = skip)")
+    add("--window-frames", type=int, help="frames of the fast-vs-central windows run (default 10; 0 = skip)")
+    add("--window-scene", type=int, help="LR side of that stack (default 320, quick 160)")
     add("--json", metavar="PATH", help="also save all results as JSON")
 
 
@@ -65,8 +68,10 @@ def config_from_args(args) -> BenchConfig:
         changes["notes"] = ("CPU figures depend on other processes sharing the cores (see load average)",)
     changes.update(device=args.device, e2e_precision=args.e2e_precision, compile=bool(args.compile))
     cfg = BenchConfig.quick_config(**changes) if args.quick else BenchConfig(**changes)
-    if cfg.reps < 1 or cfg.warmup < 0 or cfg.scene < 0:
-        raise InputError("--reps must be >= 1, --warmup >= 0 and --scene >= 0")
+    if cfg.reps < 1 or cfg.warmup < 0 or min(cfg.scene, cfg.compare_tile, cfg.window_frames) < 0:
+        raise InputError("--reps must be >= 1; --warmup, --scene, --compare-tile and --window-frames >= 0")
+    if cfg.window_frames == 1 or cfg.window_scene < 1:
+        raise InputError("--window-frames must be 0 or at least 2, and --window-scene positive")
     return cfg
 
 

@@ -27,13 +27,17 @@ class BenchConfig:
     compile: bool = False
     quick: bool = False
     workdir: str | None = None
+    compare_tile: int = 160  # the side-by-side network paths (0 = skip)
+    window_frames: int = 10  # the window plans end to end (0 = skip), on a stack of this many
+    window_scene: int = 320  # frames of this LR side, one tile
     notes: tuple = ()
 
     @classmethod
     def quick_config(cls, **changes) -> "BenchConfig":
         """A few minutes on a 2-core CPU: small tiles, one repetition, a 256-px scene; batches
         beyond 1 only at the smallest tile."""
-        return replace(cls(tiles=(80, 160), batches=(1, 2), reps=1, warmup=1, scene=256, quick=True), **changes)
+        return replace(cls(tiles=(80, 160), batches=(1, 2), reps=1, warmup=1, scene=256, window_scene=160, quick=True),
+                       **changes)
 
     def as_dict(self) -> dict:
         """The settings as the JSON report lists them (notes are reported apart)."""

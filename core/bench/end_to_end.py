@@ -49,7 +49,7 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
     grid = make_grid(size, size, tile, overlap)
     res["grid"] = {"tiles": len(grid), "rows": len(grid.rows), "cols": len(grid.cols),
                    "area_factor": sum(r.size for r in grid.rows) * sum(c.size for c in grid.cols) / size ** 2}
-    plan = window_flop_plan(meter.model, tile)
+    plan = window_flop_plan(meter.model, tile, N_IN, RunOptions().windows)
     res["windows"] = plan
     if ref.get("status") == "ok":
         est = len(grid) * plan["window_factor"] * ref["seconds"]
@@ -64,13 +64,13 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
     return res
 
 
-def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=None) -> dict:
+def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=None, frames: int = N_IN) -> dict:
     """Write a ``size`` x ``size`` synthetic stack in a temporary folder under ``workdir``, run
     the pipeline on it with ``options``, and remove both; seconds per stage, memory, outputs."""
     res = {}
     with tempfile.TemporaryDirectory(prefix="mstt-bench-", dir=workdir) as tmp:
         t0 = time.perf_counter()
-        paths = write_synthetic_stack(Path(tmp) / "in", size)
+        paths = write_synthetic_stack(Path(tmp) / "in", size, frames)
         res["synth_seconds"] = time.perf_counter() - t0
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

@@ -46,12 +46,12 @@ def count_flops(model: torch.nn.Module, batch: int, height: int, width: int, fn=
     return float(counter.get_total_flops())
 
 
-def window_flop_plan(model: torch.nn.Module, tile: int, n_frames: int = N_IN) -> dict:
-    """FLOPs the pipeline's network calls make per tile (each time window reconstructs only the
-    outputs it owns) against one full 7-output forward."""
+def window_flop_plan(model: torch.nn.Module, tile: int, n_frames: int = N_IN, mode: str = "central") -> dict:
+    """FLOPs the pipeline's network calls make per tile with the ``mode`` window plan (each
+    window reconstructs only the outputs it owns) against one full 7-output forward."""
     full = count_flops(model, 1, tile, tile)
     per_window = []
-    for win in plan_windows(n_frames):
+    for win in plan_windows(n_frames, mode):
         keep = [pos for _, pos in win.outputs]
         per_window.append(count_flops(model, 1, tile, tile, fn=lambda net, lr, fl, k=keep: net(lr, fl, keep=k)))
     return {"windows": len(per_window), "flops_full_forward": full, "flops_windows": sum(per_window),

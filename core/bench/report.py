@@ -18,7 +18,21 @@ def ratios(result: dict) -> dict:
     out = throughput_ratios(result.get("throughput", []))
     if result.get("e2e"):
         out.update(e2e_ratios(result["e2e"]))
+    if result.get("paths"):
+        out.update(path_ratios(result["paths"]))
+    if result.get("window_plans"):
+        w = result["window_plans"]
+        out[f"windows fast/central speed-up, {w['frames']} frames end to end"] = (
+            w["central"]["wall_seconds"] / w["fast"]["wall_seconds"])
     return out
+
+
+def path_ratios(p: dict) -> dict:
+    t = {name: r["seconds"] for name, r in p["paths"].items()}
+    tag = f"tile {p['tile']}, {p['precision']}"
+    return {f"network default path/previous default (NCHW) speed-up, {tag}": t["previous default (NCHW)"] / t["default"],
+            f"network default path/eager fp32 speed-up, tile {p['tile']}": t["eager fp32 NCHW"] / t["default"],
+            f"network FLOP/s share of a same-run {p['precision']} matmul": p["network_tflops"] / p["matmul_tflops"]}
 
 
 def throughput_ratios(rows: list) -> dict:
@@ -68,6 +82,13 @@ def format_report(result: dict) -> str:
         lines += [result["flop_note"] + ".", ""]
     if result.get("e2e"):
         lines += e2e_lines(result["e2e"]) + [""]
+    if result.get("paths"):
+        lines += path_lines(result["paths"]) + [""]
+    if result.get("window_plans"):
+        w = result["window_plans"]
+        lines += [f"Window plans end to end: {w['frames']} frames of {w['scene']}x{w['scene']}, one tile"]
+        lines += [f"  {m:>8}: {w[m]['wall_seconds']:.2f} s wall, network {w[m]['model_seconds']:.2f} s"
+                  for m in ("central", "fast")] + [""]
     if result.get("ratios"):
         lines.append("Ratios (all from this run)")
         width = max(len(k) for k in result["ratios"])
@@ -118,6 +139,15 @@ def e2e_lines(e: dict) -> list:
     lines.append(f"  {'stage':>10} {'seconds':>8} {'of wall':>7}   (busy time; reader and writer threads overlap the network)")
     for s, v in e["stages"].items():
         lines.append(f"  {s:>10} {v:>8.2f} {100 * v / e['wall_seconds']:>6.1f}%")
+    return lines
+
+
+def path_lines(p: dict) -> list:
+    lines = [f"Network paths, tile {p['tile']} (4 -> 7 frames): s/forward, PSNR of the outputs against eager fp32"]
+    for name, r in p["paths"].items():
+        lines.append(f"  {name:>24}: {r['seconds']:.3f} s, {r['psnr_vs_fp32_db']:.1f} dB")
+    lines.append(f"  default path {p['network_tflops']:.3f} TFLOP/s; {p['precision']} 2048^3 matmul "
+                 f"{p['matmul_tflops']:.3f} TFLOP/s (same run)")
     return lines
 
 

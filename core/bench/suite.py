@@ -15,6 +15,7 @@ from ..net.spec import N_IN
 from ..net.weights import default_weights_path, load_model
 from ..run import device
 from ..run.compile import compile_stages, configure_backends, uncompile_stages
+from .compare import network_paths, window_plans
 from .config import BenchConfig
 from .end_to_end import run_e2e
 from .flops import FLOP_NOTE
@@ -68,6 +69,12 @@ def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
         if cfg.scene:
             log(f"end to end: {N_IN} frames of {cfg.scene}x{cfg.scene}")
             result["e2e"] = run_e2e(cfg, meter, rows, log)
+        if cfg.compare_tile:
+            log(f"network paths side by side, tile {cfg.compare_tile}")
+            result["paths"] = network_paths(cfg, meter, log)
+        if cfg.window_frames:
+            log(f"window plans end to end: {cfg.window_frames} frames of {cfg.window_scene}x{cfg.window_scene}")
+            result["window_plans"] = window_plans(cfg, meter, log)
     finally:
         uncompile_stages(net, compiled)
     result["ratios"] = ratios(result)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import DEVICES, PRECISIONS, RunOptions
+from .options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES, RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tiles-per-forward", type=int, metavar="N",
         help="tiles stacked into one network call (default: 1 on CPU, fitted to free GPU memory)")
     add("--compile", action="store_true", help="torch.compile the network first (GPU; slow start, faster tiles)")
+    add("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
+        help="time windows: fast = one network window per 3 input frames (about 3x fewer than central), "
+             "central = each output from the window where it is most central (N-1 windows)")
     add("--times", metavar="T1,T2,...", help="acquisition times of the inputs (ISO 8601), instead of their metadata")
     add("--prefix", help="output file name prefix (default: the inputs' common name + '_x4')")
     add("--overwrite", action="store_true", help="replace existing output files")
@@ -35,7 +38,7 @@ def options_from_args(args) -> RunOptions:
     return RunOptions(weights=args.weights, tile_size=args.tile_size, overlap=args.overlap, device=args.device,
                       precision=args.precision, times=args.times, prefix=args.prefix, overwrite=args.overwrite,
                       cog=args.cog, threads=args.threads, tiles_per_forward=args.tiles_per_forward,
-                      compile=args.compile)
+                      compile=args.compile, windows=args.windows)
 
 
 def main(args) -> int:

@@ -11,6 +11,11 @@ from numbers import Integral
 from ..errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
+# Window plans (core.run.windows): "fast" steps windows by 3 inputs (about (N-1)/3 network
+# windows for N frames), "central" takes each output from the window where it is most
+# central (N-1 windows).
+WINDOW_MODES = ("fast", "central")
+DEFAULT_WINDOWS = "fast"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -37,6 +42,7 @@ class RunOptions:
     threads: int | None = None
     tiles_per_forward: int | None = None
     compile: bool = False
+    windows: str = DEFAULT_WINDOWS
 
     def check(self) -> None:
         """Raise InputError for a value no run could use (the machine is not consulted)."""
@@ -45,6 +51,8 @@ class RunOptions:
         _count(self.margin, "margin", "0 or more pixels", minimum=0)
         _count(self.tiles_per_forward, "tiles per forward", "a positive number", minimum=1)
         _count(self.threads, "threads", "a positive number", minimum=1)
+        if self.windows not in WINDOW_MODES:
+            raise InputError(f"unknown window plan {self.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
 
 
 def _count(value, label: str, expected: str, minimum: int) -> None:

@@ -84,6 +84,7 @@ class Job:
     flows: FlowStore | None = None
     flow_worker: FlowWorker | None = None
     compiled: list = field(default_factory=list)
+    windows: str = "central"
 
     def grid(self) -> TileGrid:
         return make_grid(self.info.height, self.info.width, self.tile, self.overlap, self.margin)
@@ -193,9 +194,9 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     hooks.say(f"values: {scaler.how}; device {dev}, {device.precision_name(dtype)}; {len(groups)} band group(s) of 3")
     hooks.say(f"network: MSTT {net.variant} variant, {net.flow_kind} flows")
     job = Job(info=info, outs=outs, net=net, dev=dev, dtype=dtype, tile=tile, overlap=ov, margin=options.margin,
-              per_forward=per_forward, scaler=scaler, groups=groups, plan=plan_windows(info.n_frames),
+              per_forward=per_forward, scaler=scaler, groups=groups, plan=plan_windows(info.n_frames, options.windows),
               tracker=Progress(hooks.progress, hooks.is_canceled), clock=Clock(hooks.timings, dev),
-              stager=HostStager(dev, slots=2), compiled=compiled)
+              stager=HostStager(dev, slots=2), compiled=compiled, windows=options.windows)
     job.tracker.restart(*job.total_units())
     job.flows = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
     job.flow_worker = FlowWorker(info, groups, scaler, job.flows, job.clock, kind=net.flow_kind)
@@ -217,7 +218,7 @@ def run_windows(job: Job, hooks: Hooks) -> None:
     while True:
         grid = job.grid()
         hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {job.tile} px, overlap >= {grid.overlap} px, "
-                  f"margin {grid.margin} px, {job.per_forward} per forward; {len(job.plan)} time window(s)")
+                  f"margin {grid.margin} px, {job.per_forward} per forward; {len(job.plan)} time window(s), {job.windows} plan")
         try:
             with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
                 with StackReaders(job.info) as readers:

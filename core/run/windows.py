@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..net.spec import N_IN
+from ..net.spec import N_IN, N_OUT
+from .options import WINDOW_MODES
+
 
 
 def mirror_index(i: int, n: int) -> int:
@@ -50,16 +52,25 @@ def mirrored_count(start: int, n: int) -> int:
     return sum(1 for i in range(start, start + N_IN) if not 0 <= i < n)
 
 
-def plan_windows(n: int) -> list[Window]:
-    """Windows (in time order) covering outputs 0..2n-2, each output in exactly one window."""
+def plan_windows(n: int, mode: str = "central") -> list[Window]:
+    """Windows (in time order) covering outputs 0..2n-2, each output in exactly one window.
+
+    ``central``: each output from the window where it is most central (N-1 windows for N >= 4).
+    ``fast``: windows start every 3 inputs, so neighbouring windows share one input frame and
+    N frames cost about (N-1)/3 windows; the last window is shifted back to end at the last
+    frame instead of being mirrored (N >= 4). Each output still goes to the most central of
+    the windows run, ties to the one with fewer mirrored frames."""
     if n < 2:
         raise InputError(f"at least 2 frames are needed, got {n}")
+    if mode not in WINDOW_MODES:
+        raise InputError(f"unknown window plan {mode!r}; choose one of {', '.join(WINDOW_MODES)}")
+    starts = None if mode == "central" else fast_starts(n)
     chosen: dict[int, list] = {}
     last = None
     for p in range(2 * n - 1):
-        # windows covering output p: 2j <= p <= 2j + 6
-        cands = range(-((6 - p) // 2), p // 2 + 1)
-        score = {j: (abs(p - (2 * j + 3)), mirrored_count(j, n)) for j in cands}
+        # windows covering output p: 2j <= p <= 2j + (N_OUT - 1)
+        cands = [j for j in range(-((N_OUT - 1 - p) // 2), p // 2 + 1) if starts is None or j in starts]
+        score = {j: (abs(p - (2 * j + N_IN - 1)), mirrored_count(j, n)) for j in cands}
         best = min(score.values())
         optimal = [j for j in cands if score[j] == best]
         j = last if last in optimal else max(optimal)
@@ -69,3 +80,14 @@ def plan_windows(n: int) -> list[Window]:
         Window(j, tuple(mirror_index(i, n) for i in range(j, j + N_IN)), tuple(outs))
         for j, outs in sorted(chosen.items())
     ]
+
+
+def fast_starts(n: int) -> list[int]:
+    """First input of each ``fast`` window: 0, 3, 6, ... and one ending at the last frame.
+    Fewer than 4 frames: one window, mirrored at the end."""
+    if n <= N_IN:
+        return [0]
+    starts = list(range(0, n - N_IN + 1, N_IN - 1))
+    if starts[-1] != n - N_IN:
+        starts.append(n - N_IN)
+    return starts

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..net.spec import INPUT_POS, NEW_POS, SCALE
+from ..run.options import WINDOW_MODES
 from .datasets import open_dataset
 from .metrics import clip_scores
 
@@ -49,17 +50,19 @@ def to_u8(x) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def run_model(model, lr_u8: np.ndarray, device, flows=None):
-    """Model outputs (and its parameter-free base, if any) for one clip's 4 LR frames."""
+def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast"):
+    """Model outputs (and its parameter-free base, if any) for one clip's LR frames, each
+    output from the window the ``windows`` plan gives it (for 4 frames, "fast" is the one
+    window of all 4 inputs; "central" mirrors the clip's ends as a long stack's are)."""
     import torch
 
+    from ..run.clip import run_clip
     from ..run.flow import flows_tensor
 
     lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
-        fl = flows_tensor(lr, model.flow_kind) if flows is None else flows
-        out = to_u8(model(lr, fl))
-        base = to_u8(model.base(lr, fl)) if getattr(model, "skip", False) else None
+        out = to_u8(run_clip(model, lr, windows))
+        base = to_u8(model.base(lr, flows_tensor(lr, model.flow_kind))) if getattr(model, "skip", False) else None
     return out, base
 
 
@@ -68,7 +71,8 @@ def score(pred, gt) -> dict:
             "new": clip_scores(pred, gt, NEW_POS)}
 
 
-def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True) -> dict:
+def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True,
+             windows: str = "fast") -> dict:
     """Score every clip of ``data`` (any layout of datasets.py); returns the results dict."""
     import torch
 
@@ -92,7 +96,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     for i in it:
         c = ds.clip(i)
         preds = {"baseline": baseline(c.lr)}
-        preds["mstt"], base = run_model(model, c.lr, device)
+        preds["mstt"], base = run_model(model, c.lr, device, windows)
         if base is not None:
             preds["base"] = base
         rows.append({"clip": c.name, **{m: score(preds[m], c.hr) for m in methods}})
@@ -102,7 +106,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     mean = {m: {part: {k: float(np.mean([r[m][part][k] for r in rows])) for k in KEYS}
                 for part in ("all", "inputs", "new")} for m in methods}
     result = {"data": str(getattr(ds, "root", data)), "weights": str(weights) if weights else None,
-              "clips": n, "methods": methods, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
+              "clips": n, "methods": methods, "windows": windows, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
               "torch_threads": torch.get_num_threads()}
     if out:
         out = Path(out)
@@ -176,6 +180,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--limit", type=int, help="only the first N clips")
+    parser.add_argument("--windows", default="fast", choices=WINDOW_MODES,
+                        help="window plan over each clip's inputs, as `mstt-stvsr run --windows` (default fast: "
+                             "for 4 inputs the one window of all of them)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -184,6 +191,7 @@ def main(args) -> int:
 
     if args.threads:
         set_threads(args.threads)
-    res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet)
+    res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,
+                   windows=args.windows)
     print(markdown(res))
     return 0

@@ -1,0 +1,96 @@
+"""Side-by-side measurements in one run, so that their ratios mean the same on any machine:
+the network's default path against the previous default (NCHW) and plain eager fp32, its
+achieved FLOP/s against a large matmul timed now, and the two window plans end to end."""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+
+import torch
+
+from ..run import device
+from ..run.options import RunOptions
+from .config import BenchConfig
+from .end_to_end import timed_run
+from .flops import count_flops
+from .hardware import sync
+from .throughput import Meter, time_forward
+
+
+@contextlib.contextmanager
+def memory_format(net: torch.nn.Module, fmt: torch.memory_format):
+    """``net`` in ``fmt`` for a while, then back in channels_last (the pipeline's layout)."""
+    net.to(memory_format=fmt)
+    try:
+        yield net
+    finally:
+        net.to(memory_format=torch.channels_last)
+
+
+def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    """TFLOP/s of an n x n x n matmul in ``dtype``: what this device sustains on dense
+    arithmetic, measured beside the network (a nominal peak means little on a shared CPU)."""
+    a = torch.rand(n, n, device=dev).to(dtype)
+    b = torch.rand(n, n, device=dev).to(dtype)
+    times = []
+    for i in range(reps + 1):
+        sync(dev)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(dev)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e12
+
+
+def psnr_between(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) of one network output against another."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
+    """At one tile: the default path (channels_last, the device's default precision) against
+    the previous default (same precision, NCHW) and plain eager fp32 NCHW: seconds per forward,
+    the outputs' PSNR against the fp32 reference, and FLOP/s against a same-run matmul."""
+    tile = device.round_tile(cfg.compare_tile)
+    dtype = device.resolve_precision("auto", meter.dev)
+    paths = {"default": (torch.channels_last, dtype), "previous default (NCHW)": (torch.contiguous_format, dtype),
+             "eager fp32 NCHW": (torch.contiguous_format, torch.float32)}
+    res = {"tile": tile, "precision": device.precision_name(dtype), "paths": {}}
+    g = torch.Generator().manual_seed(1)
+    lr = torch.rand(1, 4, 3, tile, tile, generator=g).to(meter.dev)
+    fl = (torch.randn(1, 3, 4, tile, tile, generator=g) * 0.5).to(meter.dev)
+    outputs = {}
+    for name, (fmt, dt) in paths.items():
+        with memory_format(meter.net, fmt):
+            times = time_forward(meter.net, meter.dev, dt, 1, tile, cfg.reps, cfg.warmup)
+            with torch.inference_mode(), device.autocast(meter.dev, dt):
+                outputs[name] = meter.net(lr, fl).float()
+        res["paths"][name] = {"seconds": statistics.median(times), "seconds_all": times}
+        log(f"  {name}: {res['paths'][name]['seconds']:.3f} s per forward")
+    ref = outputs["eager fp32 NCHW"]
+    for name in paths:
+        res["paths"][name]["psnr_vs_fp32_db"] = psnr_between(outputs[name], ref)
+    flops = count_flops(meter.model, 1, tile, tile)
+    res["network_tflops"] = flops / res["paths"]["default"]["seconds"] / 1e12
+    res["matmul_tflops"] = matmul_tflops(meter.dev, dtype)
+    log(f"  network {res['network_tflops']:.3f} TFLOP/s, {res['precision']} matmul {res['matmul_tflops']:.3f} TFLOP/s")
+    return res
+
+
+def window_plans(cfg: BenchConfig, meter: Meter, log) -> dict:
+    """End to end on a ``cfg.window_frames``-frame stack: the fast plan against central."""
+    dtype = device.resolve_precision("auto", meter.dev)
+    res = {"frames": cfg.window_frames, "scene": cfg.window_scene}
+    for mode in ("central", "fast"):
+        options = RunOptions(tile_size=cfg.window_scene, overlap=device.DEFAULT_OVERLAP, device=str(meter.dev),
+                             precision=device.precision_name(dtype), overwrite=True, threads=cfg.threads,
+                             windows=mode)
+        run = timed_run(options, cfg.window_scene, meter.model, meter.dev, cfg.workdir, frames=cfg.window_frames)
+        res[mode] = {"wall_seconds": run["wall_seconds"], "model_seconds": run["stages"]["model"],
+                     "pipeline_log": run["pipeline_log"]}
+        log(f"  {mode}: {run['wall_seconds']:.1f} s wall, network {run['stages']['model']:.1f} s")
+    return res
