@@ -4,7 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 APT_PKGS := qgis python3-qgis qgis-providers python3-rasterio python3-gdal gdal-bin python3-opencv python3-pil python3-tqdm
-PIP_PKGS := torch==2.13.0 safetensors tqdm pytest
+PIP_PKGS := torch==2.13.0 safetensors tqdm pytest dask==2024.12.1 distributed==2024.12.1
 STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
 JOBS ?= 2
@@ -20,8 +20,8 @@ $(STAMP): Makefile pyproject.toml tools/qgis_process.sh
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) xauth >/dev/null; }
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@echo "numpy<2" > $(VENV)/constraints.txt
-	@$(PY) -c "import torch, safetensors, tqdm, pytest; assert torch.__version__.startswith('2.13.0')" 2>/dev/null || { \
-	  echo "== pip: torch 2.13.0 (CPU), safetensors"; \
+	@$(PY) -c "import torch, safetensors, tqdm, pytest, dask, distributed; assert torch.__version__.startswith('2.13.0'); assert dask.__version__ == distributed.__version__ == '2024.12.1'" 2>/dev/null || { \
+	  echo "== pip: torch 2.13.0 (CPU), safetensors, dask + distributed 2024.12.1"; \
 	  PIP_DISABLE_PIP_VERSION_CHECK=1 $(PIP) install -q -c $(VENV)/constraints.txt $(PIP_PKGS) 2>&1 | grep -v "is ignored" || true; }
 	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
 	@mkdir -p build/plugins && ln -sfn "$(CURDIR)" $(PLUGIN_LINK)

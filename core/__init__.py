@@ -8,3 +8,14 @@ synthetic data, datasets, training and evaluation; ``bench`` the benchmark; ``cl
 from pathlib import Path
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent  # the plugin (and repository) root
+
+
+def plugin_version() -> str:
+    """``version=`` of metadata.txt (the one place the version is kept, for QGIS too)."""
+    try:
+        for line in (PLUGIN_DIR / "metadata.txt").read_text(encoding="utf-8").splitlines():
+            if line.startswith("version="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return ""

@@ -107,7 +107,7 @@ def build_parser(argv) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import MsttError
+    from .errors import Interrupted, MsttError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
@@ -116,6 +116,9 @@ def main(argv=None) -> int:
             return main_info(args)
         mod = importlib.import_module(args._module, __package__)
         return int(mod.main(args) or 0)
+    except Interrupted as exc:  # temporary files are gone; the shell's convention for a signal
+        print(f"mstt-stvsr {args._name}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except MsttError as exc:
         print(f"mstt-stvsr {args._name}: error: {exc}", file=sys.stderr)
         return 2

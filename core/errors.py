@@ -19,3 +19,16 @@ class WeightsError(MsttError, ValueError):
 
 class Canceled(MsttError):
     """The user canceled a run; partial outputs have been removed."""
+
+
+class StorageError(MsttError, OSError):
+    """Reading the inputs or writing the outputs failed (full disk, damaged file, lost
+    connection); what the run had written has been removed."""
+
+
+class Interrupted(Canceled):
+    """A signal (SIGTERM, SIGHUP, SIGINT) stopped the run; its temporary files have been removed."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(f"interrupted by {name}; no output was written")
+        self.signum = signum

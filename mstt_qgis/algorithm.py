@@ -142,7 +142,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         """QGIS's own check says only "Incorrect parameter value for INPUT" for a frame it
         cannot load; name the file and the problem instead, as the engine would. A tile size
         given as a number (scripts, models) is taken as its choice."""
-        parameters = dict(parameters)
+        parameters = self._enum_names(parameters)
         if isinstance(parameters.get(self.TILE_SIZE), int):
             parameters[self.TILE_SIZE] = str(parameters[self.TILE_SIZE])
         ok, msg = super().checkParameterValues(parameters, context)
@@ -158,6 +158,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
     # -- running -----------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         t0 = time.perf_counter()
+        parameters = self._enum_names(parameters)
         inputs = self._input_paths(parameters, context)
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context) or None
         tile = self._tile_size(parameters)
@@ -171,7 +172,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         if not out_dir:
             raise QgsProcessingException("no output folder given (OUTPUT)")
 
-        ensure_engine()
+        feedback.pushInfo(ensure_engine())
         from ..core.errors import MsttError
         from ..core.geo.times import output_times
         from ..core.run.options import RunOptions
@@ -204,10 +205,10 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
 
         frame_times = output_times(info.times) if info.time_source != "none" else None
         if not frame_times or any(t is None for t in frame_times):
-            from .layers import FALLBACK_START
+            from .temporal import FALLBACK_START
 
             frame_times = None
-            feedback.pushInfo("the frames have no acquisition times (set TIMES to give them); in the "
+            feedback.pushInfo('the frames have no acquisition times (set "Frame times" (TIMES) to give them); in the '
                               f"Temporal Controller they are placed 1 s apart from {FALLBACK_START.isoformat()}")
         self._to_load = (outputs, frame_times)
         return {self.OUTPUT: out_dir, self.OUTPUT_LAYERS: outputs}
@@ -215,14 +216,25 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802
         """Main thread, after a successful run: queue the frames for loading (see layers.py)."""
         if self._to_load and context.project() is not None:
-            from .layers import add_frames_to_load, fallback_times
+            from .layers import add_frames_to_load
 
             outputs, frame_times = self._to_load
-            add_frames_to_load(context, outputs, frame_times or fallback_times(len(outputs)), self.OUTPUT_LAYERS)
+            add_frames_to_load(context, outputs, frame_times, self.OUTPUT_LAYERS)
         self._to_load = None
         return {}
 
     # -- helpers -----------------------------------------------------------------------------
+    def _enum_names(self, parameters) -> dict:
+        """DEVICE=1 as qgis_process help suggests (an option's number) taken as that option's
+        name (DEVICE=cpu): the names are never numbers, so this is unambiguous."""
+        parameters = dict(parameters)
+        for name, choices in ((self.DEVICE, DEVICES), (self.PRECISION, PRECISIONS)):
+            value = parameters.get(name)
+            if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).strip().isdigit() \
+                    and int(value) < len(choices):
+                parameters[name] = choices[int(value)]
+        return parameters
+
     def _tile_size(self, parameters):
         """TILE_SIZE as the engine takes it: None for auto (a number from scripts and models too)."""
         value = str(parameters.get(self.TILE_SIZE) or "auto").strip()
@@ -285,11 +297,12 @@ def processing_message(err, alg) -> str:
     return re.sub(rf"--([a-z][a-z-]*)(?: ({choices})\b)?", named, str(err))
 
 
-def ensure_engine() -> None:
+def ensure_engine() -> str:
     """Make the dependency folder importable, then raise one clear message if anything the
-    engine needs is still missing."""
+    engine needs is still missing; return a line saying which packages (and from where) run."""
     folder = deps.deps_folder(QgsApplication.qgisSettingsDirPath())
     deps.add_deps_folder(folder)
     missing = deps.missing_modules()
     if missing:
         raise QgsProcessingException(deps.install_message(missing, folder))
+    return deps.packages_in_use()

@@ -1,27 +1,24 @@
-"""Loading the output frames into the project: one group per run, in time order, each frame with
-a fixed temporal range so that the Temporal Controller animates the stack.
+"""Loading the output frames into the project: one group per run at the top of the Layers
+panel, in time order, each frame named with its time and given a fixed temporal range so that
+the Temporal Controller animates the stack (temporal.py).
 
 Only file paths are queued when the algorithm finishes: ``qgis_process`` and ``processing.run``
 ignore the queue, so nothing is opened (no statistics, no .aux.xml) unless QGIS really loads the
 frames. When it does (dialog, batch dialog, ``runAndLoadResults``), a post-processor per frame
-sets its temporal range and moves it into the run's group; after the last frame, the project's
-time range and, in the desktop, the Temporal Controller's range and frame step cover the stack.
+names it, sets its temporal range and moves it into the run's group; after the last frame, the
+group is collapsed and the project's (and desktop's) time settings follow the stack.
 """
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from qgis.core import (
-    Qgis, QgsDateTimeRange, QgsInterval, QgsLayerTreeGroup, QgsMessageLog, QgsProcessingContext,
-    QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils, QgsRasterLayerTemporalProperties,
-    QgsTemporalNavigationObject, QgsUnitTypes,
-)
-from qgis.PyQt.QtCore import QDateTime, Qt
+from qgis.core import QgsLayerTreeGroup, QgsProcessingContext, QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils
+from qgis.PyQt.QtCore import QTimer
 
-FALLBACK_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
-FALLBACK_STEP = timedelta(seconds=1)
+from .temporal import fallback_times, frame_ranges, frame_step, set_fixed_range, show_stack_in_time, utc
+
 INDEX_PROPERTY = "mstt_stvsr/frame_index"
 
 # Processing does not own post-processors: keep each alive until it has run. Runs whose frames
@@ -29,112 +26,107 @@ INDEX_PROPERTY = "mstt_stvsr/frame_index"
 _PENDING: deque = deque(maxlen=20000)
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-def frame_ranges(times) -> list:
-    """[start, end) per output frame: each lasts until the next one starts; the last lasts as
-    long as the one before it. ``times``: datetimes (naive = UTC), at least 2."""
-    starts = [_utc(t) for t in times]
-    ends = starts[1:] + [starts[-1] + (starts[-1] - starts[-2])]
-    return list(zip(starts, ends))
-
-
-def fallback_times(n: int) -> list:
-    """Frames without acquisition times still animate: 1 s apart from 2000-01-01 UTC."""
-    return [FALLBACK_START + i * FALLBACK_STEP for i in range(n)]
-
-
-def qdatetime(t: datetime) -> QDateTime:
-    return QDateTime.fromMSecsSinceEpoch(int(round(_utc(t).timestamp() * 1000)), Qt.UTC)
-
-
-def qrange(start: datetime, end: datetime) -> QgsDateTimeRange:
-    return QgsDateTimeRange(qdatetime(start), qdatetime(end), True, False)
-
-
-def group_name_for(paths) -> str:
+def stack_name(paths) -> str:
     """The stack's name: the outputs' shared prefix (``frame_x4`` for ``frame_x4_t000.tif``)."""
     stem = Path(paths[0]).stem
     head, sep, tail = stem.rpartition("_t")
     return head if sep and tail.isdigit() else stem
 
 
-def set_fixed_range(layer, start: datetime, end: datetime) -> None:
-    props = layer.temporalProperties()
-    props.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
-    props.setFixedTemporalRange(qrange(start, end))
-    props.setIsActive(True)
+def clock(t: datetime, sub_second: bool) -> str:
+    """Time of day, with milliseconds when frames are less than a second apart (the Temporal
+    Controller shows milliseconds then too)."""
+    return t.strftime("%H:%M:%S.%f")[:-3] if sub_second else t.strftime("%H:%M:%S")
+
+
+def stack_labels(paths, times) -> tuple:
+    """(group label, layer labels): the group says the stack and its time span, each layer its
+    file's name and its time, so that two stacks never share names; no times, no time labels."""
+    name = stack_name(paths)
+    stems = [Path(p).stem for p in paths]
+    if times is None:
+        return f"{name} (no acquisition times)", stems
+    starts = [utc(t) for t in times]
+    sub = any(t.microsecond for t in starts) or frame_step(frame_ranges(starts)) < timedelta(seconds=1)
+    first, last = starts[0], starts[-1]
+    end = clock(last, sub) if last.date() == first.date() else f"{last:%Y-%m-%d} {clock(last, sub)}"
+    group = f"{name} {first:%Y-%m-%d} {clock(first, sub)}\u2013{end}"
+    return group, [f"{stem} {clock(t, sub)}" for stem, t in zip(stems, starts)]
+
+
+def unique_name(parent, label: str) -> tuple:
+    """(name, suffix): ``label``, or ``label (2)``, ``(3)``... when a group of that name is
+    already there (the same stack run twice)."""
+    taken = {child.name() for child in parent.children() if isinstance(child, QgsLayerTreeGroup)}
+    suffix, n = "", 1
+    while label + suffix in taken:
+        n += 1
+        suffix = f" ({n})"
+    return label + suffix, suffix
+
+
+def results_parent(project):
+    """Where a run's group goes: the top of the tree, or Processing's results group when the
+    user has set one (Processing > Options > General > Results group name). Never beside the
+    selected layer, where QGIS adds new layers: that could be inside an earlier run's group."""
+    root = project.layerTreeRoot()
+    try:
+        from processing.core.ProcessingConfig import ProcessingConfig
+
+        name = ProcessingConfig.getSetting(ProcessingConfig.RESULTS_GROUP_NAME)
+    except Exception:  # Processing's Python side not loaded (a script with only qgis.core)
+        name = None
+    return (root.findGroup(name) or root) if name else root
+
+
+def collapse(group) -> None:
+    group.setExpanded(False)
+    for node in group.children():
+        node.setExpanded(False)  # a raster's legend (one row per band) closed too
 
 
 class StackGroup:
-    """Shared by the post-processors of one run: creates the group once, beside the first frame
-    (at the top of the tree, or inside Processing's results group if the user set one)."""
+    """Shared by the post-processors of one run: creates the group once, names the frames."""
 
-    def __init__(self, name: str, n_frames: int, span: tuple, step: timedelta):
-        self.name = name
-        self.n_frames = n_frames
+    def __init__(self, label: str, layer_labels: list, span: tuple, step: timedelta):
+        self.label = label
+        self.layer_labels = layer_labels
         self.span = span
         self.step = step
         self.group = None
+        self.suffix = ""
         self.placed = 0
 
-    def group_in(self, parent) -> QgsLayerTreeGroup:
+    def group_in(self, project) -> QgsLayerTreeGroup:
         if self.group is None:
-            self.group = parent.insertGroup(0, self.name)
+            parent = results_parent(project)
+            name, self.suffix = unique_name(parent, self.label)
+            self.group = parent.insertGroup(0, name)
             self.group.setExpanded(False)
         return self.group
 
+    def layer_name(self, index: int) -> str:
+        return self.layer_labels[index] + self.suffix
+
     def finished(self, project) -> None:
-        """All frames placed: the project's time range (and the desktop's Temporal Controller)
-        must cover them, stepping one output frame at a time unless already set up."""
-        settings = project.timeSettings()
-        rng = _union(settings.temporalRange(), qdatetime(self.span[0]), qdatetime(self.span[1]))
-        had_range = _valid(settings.temporalRange())
-        settings.setTemporalRange(rng)
-        if not had_range:  # only a project without time settings gets our frame step
-            settings.setTimeStepUnit(QgsUnitTypes.TemporalMilliseconds)
-            settings.setTimeStep(self.step.total_seconds() * 1000.0)
-        try:
-            update_temporal_controller(self.span, self.step)
-        except Exception as exc:  # a nicety of the desktop: never let it fail the loading
-            QgsMessageLog.logMessage(f"could not set the Temporal Controller: {exc}", "Processing", Qgis.Warning)
+        """All frames placed: collapse the group (now, and once more after the desktop has
+        selected the last added layer, which expands the group holding it), and let the
+        project's and the desktop's time settings follow the stack."""
+        collapse(self.group)
+        root, name = project.layerTreeRoot(), self.group.name()
 
+        def collapse_later():
+            group = root.findGroup(name)
+            if group is not None:
+                collapse(group)
 
-def _valid(rng) -> bool:
-    return rng is not None and rng.begin().isValid() and rng.end().isValid()
-
-
-def _union(old, start: QDateTime, end: QDateTime) -> QgsDateTimeRange:
-    if _valid(old):
-        start, end = min(start, old.begin()), max(end, old.end())
-    return QgsDateTimeRange(start, end)
-
-
-def update_temporal_controller(span: tuple, step: timedelta) -> None:
-    """In the desktop, QGIS sets the Temporal Controller's range when the first temporal layer
-    arrives; our frames get their ranges just after they arrive, so set it here: the range
-    widened to the stack and, if the controller is off, a frame step of one output frame (its
-    mode is left to the user)."""
-    try:
-        from qgis.utils import iface
-    except ImportError:
-        return
-    canvas = iface.mapCanvas() if iface is not None else None
-    nav = canvas.temporalController() if canvas is not None else None
-    if not isinstance(nav, QgsTemporalNavigationObject):
-        return
-    was_off = nav.navigationMode() == QgsTemporalNavigationObject.NavigationOff
-    extents = nav.temporalExtents()
-    nav.setTemporalExtents(_union(None if was_off else extents, qdatetime(span[0]), qdatetime(span[1])))
-    if was_off:  # the user switches it on (the play button) to animate the frames
-        nav.setFrameDuration(QgsInterval(step.total_seconds()))
+        QTimer.singleShot(0, collapse_later)
+        show_stack_in_time(project, self.span, self.step)
 
 
 class FramePlacer(QgsProcessingLayerPostProcessorInterface):
-    """Gives one loaded frame its time range and moves it into its run's group, keeping the
-    group in time order."""
+    """Names one loaded frame, gives it its time range and moves it into its run's group,
+    keeping the group in time order."""
 
     def __init__(self, stack: StackGroup, index: int, start: datetime, end: datetime):
         super().__init__()
@@ -149,20 +141,20 @@ class FramePlacer(QgsProcessingLayerPostProcessorInterface):
             if project is None or layer is None:
                 return
             set_fixed_range(layer, self.start, self.end)
-            root = project.layerTreeRoot()
-            node = root.findLayer(layer.id())
+            node = project.layerTreeRoot().findLayer(layer.id())
             if node is None:
                 return
-            parent = node.parent()
-            group = self.stack.group_in(parent)
+            group = self.stack.group_in(project)
+            layer.setName(self.stack.layer_name(self.index))
             position = sum(1 for child in group.children()
                            if int(child.customProperty(INDEX_PROPERTY, -1)) < self.index)
             clone = node.clone()
             clone.setCustomProperty(INDEX_PROPERTY, self.index)
+            clone.setExpanded(False)
             group.insertChildNode(position, clone)
-            parent.removeChildNode(node)  # after inserting the clone: the layer stays in the project
+            node.parent().removeChildNode(node)  # after inserting the clone: the layer stays in the project
             self.stack.placed += 1
-            if self.stack.placed == self.stack.n_frames:
+            if self.stack.placed == len(self.stack.layer_labels):
                 self.stack.finished(project)
         finally:
             try:
@@ -173,12 +165,15 @@ class FramePlacer(QgsProcessingLayerPostProcessorInterface):
 
 def add_frames_to_load(context: QgsProcessingContext, paths, times, output_name: str) -> StackGroup:
     """Queue the output frames for loading when the algorithm completes (dialog, batch dialog,
-    ``processing.runAndLoadResults``); qgis_process and ``processing.run`` ignore the queue."""
-    ranges = frame_ranges(times)
-    stack = StackGroup(group_name_for(paths), len(paths), (ranges[0][0], ranges[-1][1]),
-                       ranges[0][1] - ranges[0][0])
+    ``processing.runAndLoadResults``); qgis_process and ``processing.run`` ignore the queue.
+    ``times``: the frames' datetimes, or None when they have none (then they are placed 1 s
+    apart from 2000-01-01 in time, without time labels)."""
+    ranges = frame_ranges(times if times is not None else fallback_times(len(paths)))
+    label, layer_labels = stack_labels(paths, times)
+    span = (ranges[0][0], ranges[-1][1])
+    stack = StackGroup(label, layer_labels, span, frame_step(ranges))
     for i, (path, (start, end)) in enumerate(zip(paths, ranges)):
-        details = QgsProcessingContext.LayerDetails(Path(path).stem, context.project(), output_name,
+        details = QgsProcessingContext.LayerDetails(layer_labels[i], context.project(), output_name,
                                                     QgsProcessingUtils.LayerHint.Raster)
         details.setPostProcessor(FramePlacer(stack, i, start, end))
         context.addLayerToLoadOnCompletion(str(path), details)

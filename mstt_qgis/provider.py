@@ -4,6 +4,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .about import ICON, plugin_version
 from .algorithm import SpaceTimeSRAlgorithm
+from .install_algorithm import InstallDepsAlgorithm
 
 
 class MsttProvider(QgsProcessingProvider):
@@ -28,3 +29,4 @@ class MsttProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SpaceTimeSRAlgorithm())
+        self.addAlgorithm(InstallDepsAlgorithm())

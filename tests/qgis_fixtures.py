@@ -39,6 +39,35 @@ def headless_env(profile: Path | None = None, **extra) -> dict:
     return env
 
 
+def user_env(profile: Path, **extra) -> dict:
+    """Debian's QGIS as a user starts it: this profile, no venv, no checkout on the plugin path,
+    none of this machine's pip configuration (a test gives pip its sources)."""
+    env = headless_env(profile)
+    for key in list(env):
+        if key.startswith("PIP_") or key in ("PYTHONPATH", "QGIS_PLUGINPATH", "VIRTUAL_ENV"):
+            env.pop(key)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def profile_with_plugin_zip(root: Path) -> Path:
+    """A fresh QGIS profile folder under ``root`` with the plugin ZIP (tools/package.py) unpacked
+    into it, as "Install from ZIP" does, and enabled."""
+    import zipfile
+
+    built = subprocess.run(["/usr/bin/python3", str(REPO / "tools" / "package.py"), "--dist", str(root / "dist")],
+                           capture_output=True, text=True, check=True)
+    profile = root / "profile"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(built.stdout.split(" (")[0]) as zf:
+        zf.extractall(plugins)
+    enabled = run_qgis_process(["plugins", "enable", "mstt_stvsr"], env=user_env(profile), binary=QGIS_PROCESS_BIN)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return profile
+
+
 def qgis_available() -> bool:
     try:
         import qgis.core  # noqa: F401
@@ -82,12 +111,15 @@ def qgis_app(qgis_profile):
 
 @pytest.fixture
 def project(qgis_app):
-    """QgsProject.instance(), emptied after the test (layers, groups, time settings)."""
-    from qgis.core import QgsProject
+    """QgsProject.instance(), emptied after the test (layers, groups, time settings, and where
+    new layers go: a test may have pointed that into a group that clearing deletes)."""
+    from qgis.core import QgsLayerTreeRegistryBridge, QgsProject
 
     proj = QgsProject.instance()
     proj.clear()
     yield proj
+    proj.layerTreeRegistryBridge().setLayerInsertionPoint(
+        QgsLayerTreeRegistryBridge.InsertionPoint(proj.layerTreeRoot(), 0))
     proj.clear()
 
 

@@ -74,3 +74,39 @@ def test_eval_missing_weights_is_a_clear_error(testset, tmp_path, capsys):
     rc = cli_main(["eval", "--data", str(testset), "--weights", str(tmp_path / "nope.safetensors"), "--quiet"])
     assert rc == 2
     assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_multiframe_controls_carry_no_new_information(testset):
+    """The controls keep frame k and replace its neighbours: by copies, or by frame k moved to
+    each neighbour's time (which then lines up with that neighbour far better than frame k)."""
+    from mstt_stvsr.core.training.datasets import open_dataset
+    from mstt_stvsr.core.training.multiframe import control_clip, to_tensor
+
+    clip = open_dataset(testset).clip(0)
+    real = to_tensor(clip.lr)
+    copies = control_clip(clip.lr, 1, "copies")
+    assert all(torch.equal(copies[0, j], real[0, 1]) for j in range(4))
+    warped = control_clip(clip.lr, 1, "warped")
+    assert torch.equal(warped[0, 1], real[0, 1])
+    for j in (0, 2, 3):
+        err_warped = (warped[0, j] - real[0, j]).abs().mean()
+        err_frame = (real[0, 1] - real[0, j]).abs().mean()
+        assert err_warped < err_frame
+
+
+def test_multiframe_gain_in_the_report(testset, tmp_path):
+    """A network that ignores its neighbours (the parameter-free base) gains nothing from them;
+    the tiny network with a residual is measured the same way and reported."""
+    from mstt_stvsr.core.training.multiframe import multiframe_gain
+    from mstt_stvsr.core.training.datasets import open_dataset
+    from nets import tiny_mstt
+
+    ds = open_dataset(testset)
+    clips = [(ds.clip(i).lr, ds.clip(i).hr) for i in range(len(ds))]
+    base_only = multiframe_gain(tiny_mstt(residual=0.0), clips)  # input times: bicubic of frame k only
+    assert base_only["gain"] == {"copies": pytest.approx(0, abs=1e-9), "warped": pytest.approx(0, abs=1e-9)}
+    res = E.evaluate(testset, model=tiny_mstt(), out=tmp_path, progress=False, log=lambda m: None, multiframe=True)
+    mf = res["multiframe"]
+    assert mf["clips"] == 2 and set(mf["gain"]) == {"copies", "warped"}
+    assert mf["gain"]["copies"] == pytest.approx(mf["psnr"]["real"] - mf["psnr"]["copies"])
+    assert "Multi-frame gain" in (tmp_path / "eval.md").read_text()

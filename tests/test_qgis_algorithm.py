@@ -23,12 +23,13 @@ def run(params, feedback=None, context=None):
 
 
 def _palette(d):
-    path = d / "palette.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8",
-                       crs="EPSG:32633", transform=rasterio.Affine(2, 0, 0, 0, -2, 0)) as dst:
-        dst.write(np.zeros((1, 16, 16), np.uint8))
-        dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255)})
-    return [str(path), str(path)]
+    paths = [d / "palette_0.tif", d / "palette_1.tif"]
+    for path in paths:
+        with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8",
+                           crs="EPSG:32633", transform=rasterio.Affine(2, 0, 0, 0, -2, 0)) as dst:
+            dst.write(np.zeros((1, 16, 16), np.uint8))
+            dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255)})
+    return [str(p) for p in paths]
 
 
 def _xyz_layer():
@@ -49,14 +50,15 @@ BAD = {
                       "size 56x24 differs from"),
     "CRS mismatch": (lambda q, p, d: rewrite_crs(p[1]), "frame_01.tif: CRS EPSG:4326 differs"),
     "palette": (lambda q, p, d: q.update(INPUT=_palette(d)), "colour table"),
-    "times count": (lambda q, p, d: q.update(TIMES="2021-01-01T00:00:00Z"), "TIMES gives 1 times for 3 input frames"),
+    "times count": (lambda q, p, d: q.update(TIMES="2021-01-01T00:00:00Z"),
+                    '"Frame times" (TIMES) gives 1 times for 3 input frames'),
     "times order": (lambda q, p, d: q.update(TIMES="2021-01-03,2021-01-02,2021-01-04"),
-                    "TIMES item 2: time 2021-01-02T00:00:00 is not after TIMES item 1"),
+                    '"Frame times" (TIMES) item 2: time 2021-01-02T00:00:00 is not after "Frame times" (TIMES) item 1'),
     "weights missing": (lambda q, p, d: q.update(WEIGHTS=str(d / "none.safetensors")), "weights file not found"),
     "weights not MSTT": (lambda q, p, d: ((d / "w.safetensors").write_bytes(b"\0" * 64),
                                          q.update(WEIGHTS=str(d / "w.safetensors"))), "w.safetensors: not a readable safetensors file"),
     "output exists": (lambda q, p, d: ((d / "out").mkdir(), (d / "out" / "frame_x4_t002.tif").write_text("mine")),
-                      "frame_x4_t002.tif already exists; use the OVERWRITE option to replace"),
+                      'frame_x4_t002.tif already exists; use "Replace existing output files" (OVERWRITE) to replace'),
     "cuda without cuda": (lambda q, p, d: q.update(DEVICE="cuda"), "CUDA is not available"),
     "fp16 on cpu": (lambda q, p, d: q.update(DEVICE="cpu", PRECISION="fp16"), "precision fp16 needs a CUDA device"),
     "web tiles layer": (lambda q, p, d: q.update(INPUT=[_xyz_layer().id(), p[0]]),
@@ -92,29 +94,41 @@ def test_bad_input_is_a_clean_processing_error(tmp_path, project, tiny_weights, 
 def test_cancel_mid_run_leaves_no_file(tmp_path, qgis_app, small_stack, tiny_weights):
     from qgis.core import QgsProcessingException
 
-    feedback = RecordingFeedback.create(cancel_at="window 2")
+    feedback = RecordingFeedback.create(cancel_at="window 1")
     out = tmp_path / "out"
     with pytest.raises(QgsProcessingException, match="canceled"):
         run(dict(INPUT=small_stack, WEIGHTS=str(tiny_weights), TILE_SIZE=80, OUTPUT=str(out)), feedback)
-    assert any(t.startswith("window 1") for t in feedback.texts)  # it was well under way
+    assert any(t.startswith("window 1") for t in feedback.texts)  # it was well under way (the network had run)
     assert feedback.isCanceled()
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_batch_of_two_stacks_loads_each_into_its_temporal_group(tmp_path, project, small_stack, tiny_weights):
-    """As the batch dialog does: one processing.run per row, each row's layers loaded after it."""
+def _run_and_load(project, inputs, out, weights, **extra):
+    """One processing.run, then the loading the dialog (and the batch dialog, row by row) does."""
     from processing.gui.Postprocessing import handleAlgorithmResults
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsRasterLayerTemporalProperties
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    context = QgsProcessingContext()
+    context.setProject(project)
+    feedback = RecordingFeedback.create()
+    res = run(dict(INPUT=inputs, WEIGHTS=str(weights), TILE_SIZE="80", DEVICE="cpu", OUTPUT=str(out), **extra),
+              feedback, context)
+    assert handleAlgorithmResults(QgsApplication.processingRegistry().algorithmById(ALG), context, feedback), feedback.errors
+    return res, feedback
+
+
+def _groups(project) -> dict:
+    root = project.layerTreeRoot()
+    return {g.name(): g for g in root.children() if g.nodeType() == g.NodeGroup}
+
+
+def test_batch_of_two_stacks_loads_each_into_its_temporal_group(tmp_path, project, small_stack, tiny_weights):
+    from qgis.core import QgsRasterLayerTemporalProperties
 
     second = write_stack(tmp_path / "b", n=2, h=32, w=48, dtype="uint16", name="scene", times=None, seed=3)
     rows = [(small_stack, tmp_path / "out_a", 5), (second, tmp_path / "out_b", 3)]
-    alg = QgsApplication.processingRegistry().algorithmById(ALG)
     for inputs, out, n_out in rows:
-        context = QgsProcessingContext()
-        context.setProject(project)
-        feedback = RecordingFeedback.create()
-        res = run(dict(INPUT=inputs, WEIGHTS=str(tiny_weights), TILE_SIZE=80, DEVICE="cpu", OUTPUT=str(out)),
-                  feedback, context)
+        res, feedback = _run_and_load(project, inputs, out, tiny_weights)
         assert res["OUTPUT"] == str(out) and len(res["OUTPUT_LAYERS"]) == n_out
         assert res["OUTPUT_LAYERS"] == sorted(str(p) for p in out.glob("*.tif"))
         infos = "\n".join(feedback.infos)
@@ -122,17 +136,18 @@ def test_batch_of_two_stacks_loads_each_into_its_temporal_group(tmp_path, projec
         with rasterio.open(inputs[0]) as src, rasterio.open(res["OUTPUT_LAYERS"][0]) as dst:
             assert (dst.width, dst.height, dst.dtypes, dst.crs) == (4 * src.width, 4 * src.height, src.dtypes, src.crs)
             assert dst.transform.a == src.transform.a / 4 and dst.transform.c == src.transform.c
-        assert handleAlgorithmResults(alg, context, feedback)
 
-    root = project.layerTreeRoot()
-    groups = {g.name(): g for g in root.children() if g.nodeType() == g.NodeGroup}
-    assert set(groups) == {"frame_x4", "scene_x4"}
-    t0 = datetime(2021, 5, 3, 10, 15, tzinfo=timezone.utc)  # stackgen's first frame, 2 s apart
+    # stackgen's first frame 2021-05-03 10:15:00, inputs 2 s apart: outputs 1 s apart
+    groups = _groups(project)
+    assert list(groups) == ["scene_x4 (no acquisition times)", "frame_x4 2021-05-03 10:15:00\u201310:15:04"]
+    t0 = datetime(2021, 5, 3, 10, 15, tzinfo=timezone.utc)
     expect = {"frame_x4": [t0 + timedelta(seconds=k) for k in range(6)],
               "scene_x4": [datetime(2000, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=k) for k in range(4)]}
-    for name, group in groups.items():
+    for label, group in groups.items():
+        name = label.split()[0]
         layers = [n.layer() for n in group.findLayers()]
-        assert [lyr.name() for lyr in layers] == [f"{name}_t{k:03d}" for k in range(len(layers))]
+        timed = [f" {t:%H:%M:%S}" if name == "frame_x4" else "" for t in expect[name]]
+        assert [lyr.name() for lyr in layers] == [f"{name}_t{k:03d}{timed[k]}" for k in range(len(layers))]
         for k, layer in enumerate(layers):
             props = layer.temporalProperties()
             assert props.isActive() and props.mode() == QgsRasterLayerTemporalProperties.ModeFixedTemporalRange
@@ -143,6 +158,47 @@ def test_batch_of_two_stacks_loads_each_into_its_temporal_group(tmp_path, projec
     span = project.timeSettings().temporalRange()
     assert span.begin().toPyDateTime() == _naive(expect["scene_x4"][0])
     assert span.end().toPyDateTime() == _naive(expect["frame_x4"][-1])
+
+
+def test_second_run_of_a_stack_gets_its_own_top_level_group(tmp_path, project, small_stack, tiny_weights):
+    """QGIS adds layers beside the selected one: with a layer of the first run's group selected,
+    the second run's group must still land at the top level, under another name, with frames
+    named apart from the first run's; both open collapsed (group and band legends)."""
+    from qgis.core import QgsLayerTreeRegistryBridge
+
+    _run_and_load(project, small_stack, tmp_path / "first", tiny_weights)
+    first = next(iter(_groups(project).values()))
+    bridge = project.layerTreeRegistryBridge()  # as a user's click on a frame of the first run
+    bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(first, 1))
+    _run_and_load(project, small_stack, tmp_path / "second", tiny_weights)
+
+    label = "frame_x4 2021-05-03 10:15:00\u201310:15:04"
+    groups = _groups(project)
+    assert list(groups) == [f"{label} (2)", label]  # the newest on top, nothing nested
+    assert not [c for c in first.children() if c.nodeType() == c.NodeGroup]
+    names = {g: [n.layer().name() for n in group.findLayers()] for g, group in groups.items()}
+    assert names[label][1] == "frame_x4_t001 10:15:01" and names[f"{label} (2)"][1] == "frame_x4_t001 10:15:01 (2)"
+    assert not set(names[label]) & set(names[f"{label} (2)"])
+    for group in groups.values():
+        assert not group.isExpanded() and not any(n.isExpanded() for n in group.findLayers())
+
+
+def test_sub_second_frames_are_named_and_stepped_in_milliseconds(tmp_path, project, small_stack, tiny_weights):
+    """10 fps input (0.1 s): outputs 0.05 s apart. Layer names carry milliseconds, and the
+    project's frame step is one frame, in milliseconds (the Temporal Controller shows
+    milliseconds only then)."""
+    from qgis.core import QgsUnitTypes
+
+    times = "2019-07-15T18:05:30.0Z,2019-07-15T18:05:30.1Z,2019-07-15T18:05:30.2Z"
+    _run_and_load(project, small_stack, tmp_path / "out", tiny_weights, TIMES=times)
+    (label, group), = _groups(project).items()
+    assert label == "frame_x4 2019-07-15 18:05:30.000\u201318:05:30.200"
+    assert [n.layer().name() for n in group.findLayers()] == [
+        f"frame_x4_t{k:03d} 18:05:30.{50 * k:03d}" for k in range(5)]
+    settings = project.timeSettings()
+    assert (settings.timeStep(), settings.timeStepUnit()) == (50.0, QgsUnitTypes.TemporalMilliseconds)
+    span = settings.temporalRange()
+    assert span.begin().msecsTo(span.end()) == 250  # 5 frames of 50 ms
 
 
 def _naive(t: datetime) -> datetime:

@@ -40,7 +40,7 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import (
         QgsApplication, QgsProcessingContext, QgsRasterLayer, QgsRasterLayerTemporalProperties,
-        QgsTemporalNavigationObject,
+        QgsTemporalNavigationObject, QgsUnitTypes,
     )
     from qgis.gui import QgsMapCanvas
     from qgis.PyQt.QtWidgets import QComboBox
@@ -64,7 +64,14 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     context.setProject(project)
     wrappers["INPUT"].setParameterValue([lyr.id() for lyr in layers], context)
     wrappers["WEIGHTS"].setParameterValue(str(tiny_weights), context)
-    wrappers["TILE_SIZE"].setParameterValue(80, context)
+    tile_combo = wrappers["TILE_SIZE"].wrappedWidget()
+    assert tile_combo.currentText() == "auto" and tile_combo.itemText(1) == "80"
+    tile_combo.setCurrentIndex(1)  # as a user's pick of 80
+    spin = wrappers["OVERLAP"].wrappedWidget()
+    assert spin.text() == "16"  # the default the engine uses, not "Not set"
+    spin.stepUp()  # one click up: one pixel more, not a jump from "Not set" to 0
+    assert spin.text() == "17" and wrappers["OVERLAP"].parameterValue() == 17
+    spin.stepDown()
     combo = wrappers["DEVICE"].wrappedWidget()
     assert isinstance(combo, QComboBox) and [combo.itemText(i) for i in range(combo.count())] == ["auto", "cpu", "cuda"]
     combo.setCurrentIndex(1)  # as a user's click on "cpu"
@@ -73,7 +80,7 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
 
     params = dialog.createProcessingParameters()
     assert params["INPUT"] == small_stack  # the picked layers, in the order picked
-    assert params["WEIGHTS"] == str(tiny_weights) and params["TILE_SIZE"] == 80
+    assert params["WEIGHTS"] == str(tiny_weights) and params["TILE_SIZE"] == "80" and params["OVERLAP"] == 16
     assert params["DEVICE"] == "cpu" and params["PRECISION"] == "auto" and params["OVERWRITE"] is False
     assert params["OUTPUT"] == str(out)
     assert alg.checkParameterValues(params, context)[0]
@@ -87,10 +94,11 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     names = [f"frame_x4_t{k:03d}" for k in range(5)]
     assert results["OUTPUT_LAYERS"] == [str(out / f"{n}.tif") for n in names]
 
-    group = project.layerTreeRoot().findGroup("frame_x4")
-    assert group is not None
+    group = project.layerTreeRoot().findGroup("frame_x4 2021-05-03 10:15:00\u201310:15:04")
+    assert group is not None and group.parent() == project.layerTreeRoot()
+    assert not group.isExpanded() and not any(node.isExpanded() for node in group.findLayers())
     loaded = [node.layer() for node in group.findLayers()]
-    assert [lyr.name() for lyr in loaded] == names
+    assert [lyr.name() for lyr in loaded] == [f"{n} 10:15:0{k}" for k, n in enumerate(names)]
     assert [lyr.source() for lyr in loaded] == results["OUTPUT_LAYERS"]
     t0 = datetime(2021, 5, 3, 10, 15)  # stackgen's frames: 2 s apart, so outputs 1 s apart
     for k, layer in enumerate(loaded):
@@ -104,7 +112,24 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
 
     extents = nav.temporalExtents()
     assert extents.begin().toPyDateTime() == t0 and extents.end().toPyDateTime() == t0 + timedelta(seconds=5)
-    assert nav.frameDuration().seconds() == 1.0
+    assert nav.frameDuration().seconds() == 1.0 and nav.frameDuration().originalUnit() == QgsUnitTypes.TemporalSeconds
     assert nav.totalFrameCount() == 5  # the controller steps through exactly the 5 frames
     settings = project.timeSettings()
-    assert settings.temporalRange().begin().toPyDateTime() == t0 and settings.timeStep() == 1000.0
+    assert settings.temporalRange().begin().toPyDateTime() == t0 and (settings.timeStep(), settings.timeStepUnit()) == (1.0, QgsUnitTypes.TemporalSeconds)
+
+
+def test_help_panel_shows_whole_paragraphs(qgis_app):
+    """The dialog's help panel: one paragraph per paragraph of the help, none cut mid-sentence."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtWidgets import QTextBrowser
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    dialog = AlgorithmDialog(alg)
+    browser = dialog.findChild(QTextBrowser, "textShortHelp")
+    shown = [p for p in browser.toPlainText().split("\n") if p.strip()]
+    assert shown[0] == alg.displayName()  # the title, then the paragraphs
+    assert len(shown) - 1 == len(alg.shortHelpString().split("\n"))
+    assert all(p.rstrip(")").endswith((".", ":")) for p in shown[1:]), shown
+    assert shown[1].startswith("Super-resolves a stack") and shown[2].startswith("In: N \u2265 2 raster frames")
+    dialog.deleteLater()

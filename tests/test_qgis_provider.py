@@ -12,8 +12,8 @@ from qgis_fixtures import ALG, REPO, headless_env
 pytestmark = pytest.mark.qgis
 
 PARAMS = {
-    "INPUT": ("multilayer", False), "WEIGHTS": ("file", True), "TILE_SIZE": ("number", True),
-    "OVERLAP": ("number", True), "DEVICE": ("enum", False), "PRECISION": ("enum", False),
+    "INPUT": ("multilayer", False), "WEIGHTS": ("file", True), "TILE_SIZE": ("enum", False),
+    "OVERLAP": ("number", False), "DEVICE": ("enum", False), "PRECISION": ("enum", False),
     "TIMES": ("string", True), "OVERWRITE": ("boolean", False), "COG": ("boolean", False),
     "OUTPUT": ("folderDestination", False),
 }
@@ -41,6 +41,40 @@ def test_provider_and_algorithm_are_registered(qgis_app):
     help_text = alg.shortHelpString()
     for words in ("<b>In:</b>", "<b>Out:</b>", "<b>Cost:</b>", "2N-1", "4x finer", "Temporal Controller"):
         assert words in help_text
+
+
+def test_tile_and_overlap_have_real_defaults_that_run_as_shown(qgis_app):
+    """No "Not set" that runs as something else: tile sizes are the sizes the engine runs (multiples
+    of its padding unit, from its smallest to its largest automatic tile) or auto; the overlap is
+    a number with the engine's default, below the smallest tile."""
+    from mstt_stvsr.core.net.spec import MULTIPLE
+    from mstt_stvsr.core.run import device
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById(ALG)
+    tile = alg.parameterDefinition("TILE_SIZE")
+    assert tile.defaultValue() == "auto" and tile.usesStaticStrings()
+    sizes = [int(o) for o in tile.options()[1:]]
+    assert tile.options()[0] == "auto" and all(s % MULTIPLE == 0 for s in sizes)
+    assert all(device.round_tile(s) == s for s in sizes)  # each runs as the size it says
+    assert (sizes[0], sizes[-1]) == (device.MIN_TILE, device.MAX_TILE)
+    overlap = alg.parameterDefinition("OVERLAP")
+    assert overlap.defaultValue() == device.DEFAULT_OVERLAP
+    assert (overlap.minimum(), overlap.maximum()) == (0, device.MIN_TILE - 1)
+
+
+def test_help_is_one_paragraph_per_line(qgis_app):
+    """QGIS's help panel and qgis_process make each line of the help one paragraph: every line is
+    whole sentences, with no block tags of its own."""
+    from qgis.core import QgsApplication
+
+    text = QgsApplication.processingRegistry().algorithmById(ALG).shortHelpString()
+    lines = text.split("\n")
+    assert len(lines) >= 5
+    for line in lines:
+        assert line.strip() == line and line, repr(line)
+        assert not any(tag in line for tag in ("<p>", "</p>", "<br", "<div")), line
+        assert line.rstrip(")").endswith((".", ":")), f"not a whole paragraph: {line[-60:]!r}"
 
 
 def _metadata_version():
@@ -108,6 +142,8 @@ def test_plugin_loads_without_torch_and_the_algorithm_explains_the_install(tmp_p
     assert "Traceback" not in msg and not [e for e in res["errors"] if "torch" in e], res
     folder = tmp_path / "profile" / "profiles" / "default" / "python" / "mstt_stvsr_deps"
     assert "QGIS's Python" in msg and "does not have: torch, safetensors" in msg
+    assert 'run "Install Python dependencies"' in msg and str(folder) in msg
+    assert "a download of about 190 MB, about 880 MB once installed" in msg  # not just the download
     assert (f'-m pip install --target "{folder}" --extra-index-url https://download.pytorch.org/whl/cpu '
             'torch==2.13.0+cpu safetensors') in msg
     assert not (tmp_path / "out").exists()
@@ -118,7 +154,7 @@ def test_install_message_for_other_platforms():
 
     debian = install_message({"rasterio": "ModuleNotFoundError: x", "torch": "ModuleNotFoundError: y"}, "/p/deps",
                              system="Linux", debian=True, python="/usr/bin/python3.11", has_pip=False)
-    assert "sudo apt install python3-rasterio python3-pip  &&  " in debian
+    assert "as root: sudo apt install python3-rasterio python3-pip." in debian
     assert '"/usr/bin/python3.11" -m pip install --target "/p/deps"' in debian
     assert "rasterio" not in debian.split("--target")[1]  # never a pip rasterio next to Debian's GDAL
 

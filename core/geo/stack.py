@@ -3,6 +3,7 @@ nodata), read their acquisition times, and describe it all in one ``StackInfo``.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +11,29 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import ColorInterp
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.windows import Window
 
 from ..errors import InputError
 from ..net.spec import SCALE
-from .times import is_increasing, parse_time, parse_times_arg
+from .times import is_increasing, parse_time, parse_times_arg, time_order
+
+try:  # GDAL's own errors as rasterio raises them (its private module, stable since 1.0)
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover
+    CPLE_BaseError = RasterioError
+
+IO_ERRORS = (RasterioError, CPLE_BaseError, OSError)  # what reading or writing a raster raises
+
+
+def first_line(error) -> str:
+    """The first non-blank line of an error's message (GDAL's can run over several)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+READ_CHECK_ROWS = 256  # rows per read when every block of a frame is read back in validation
 
 # Where acquisition times are looked for, in order: (metadata domain, key). TIFFTAG_DATETIME
 # comes last because many tools write the file's creation time there.
@@ -27,6 +45,9 @@ TIME_KEYS = (
     ("", "DATETIME"),
     ("", "TIFFTAG_DATETIME"),
 )
+# Keys that hold an acquisition time for sure; DATETIME and TIFFTAG_DATETIME are often the
+# file's creation time, which may order nothing.
+ACQUISITION_KEYS = ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "ACQUISITION_TIME")
 
 
 def open_raster(path):
@@ -64,6 +85,7 @@ class StackInfo:
     time_source: str  # "metadata", "--times" or "none"
     notes: list = field(default_factory=list)
     outputs: list = field(default_factory=list)  # output paths, when validated with an out_dir
+    files: list = field(default_factory=list)  # every file the frames are read from (VRT sources too)
 
     @property
     def n_frames(self) -> int:
@@ -145,6 +167,7 @@ def read_stack_info(paths, times=None) -> StackInfo:
     if len(paths) < 2:
         raise InputError(f"at least 2 frames are needed, got {len(paths)}"
                          + (f" ({paths[0]})" if paths else ""))
+    _check_distinct(paths)
     metas = []
     for p in paths:
         with open_raster(p) as ds:
@@ -161,7 +184,12 @@ def read_stack_info(paths, times=None) -> StackInfo:
     color = tuple(i for i in range(1, first["count"] + 1) if i not in alpha)
     if not color:
         raise InputError(f"{paths[0]}: only alpha bands, nothing to super-resolve")
-    frame_times, source, notes = _stack_times(paths, metas, times)
+    order, frame_times, source, notes = _stack_times(paths, metas, times)
+    for p in paths:  # after the cheap checks: this reads every pixel once
+        with open_raster(p) as ds:
+            _read_check(ds, p)
+    paths, metas = [paths[i] for i in order], [metas[i] for i in order]
+    first = metas[0]
     if not first["georeferenced"]:
         notes.append(f"note: {paths[0]} is georeferenced by {first['control']}; they are scaled to the output pixels"
                      if first["control"] else f"note: {paths[0]} is not georeferenced; outputs will not be either")
@@ -170,8 +198,40 @@ def read_stack_info(paths, times=None) -> StackInfo:
         dtype=first["dtype"], crs=first["crs"], transform=first["transform"],
         georeferenced=first["georeferenced"], nodata=first["nodata"], colorinterp=first["colorinterp"],
         descriptions=first["descriptions"], color_bands=color, alpha_bands=alpha, nbits=first["nbits"],
-        times=frame_times, time_source=source, notes=notes,
+        times=frame_times, time_source=source, notes=notes, files=[f for m in metas for f in m["files"]],
     )
+
+
+def _check_distinct(paths) -> None:
+    """Each frame once: the same file twice (by name, link or another spelling) would make
+    new frames between a frame and itself."""
+    seen = {}
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = p  # not a plain file (a GDAL connection string): by its name
+        if key in seen:
+            j = seen[key]
+            raise InputError(f"{p}: the same file as frame {j + 1} ({paths[j]}); give each frame once")
+        seen[key] = i
+
+
+def _read_check(ds, path) -> None:
+    """Every block of every band and mask decodes: a damaged or truncated frame (or a VRT whose
+    source is missing) is refused now, by name, not from a worker thread halfway through."""
+    bh = ds.block_shapes[0][0]
+    step = max(bh, READ_CHECK_ROWS // bh * bh)
+    masked = any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+    try:
+        for y in range(0, ds.height, step):
+            win = Window(0, y, ds.width, min(step, ds.height - y))
+            ds.read(window=win)
+            if masked:
+                ds.read_masks(window=win)
+    except IO_ERRORS as exc:
+        raise InputError(f"{path}: cannot be read ({first_line(exc)}); the file is damaged or incomplete") from None
 
 
 def _check_same_grid(path, meta: dict, first_path, first: dict) -> None:
@@ -189,10 +249,13 @@ def _check_same_grid(path, meta: dict, first_path, first: dict) -> None:
 
 
 def _stack_times(paths, metas, times) -> tuple:
-    """(times, source, notes): ``--times`` when given, else the frames' tags when every frame
-    has a readable one and they increase, else no times (with a note saying why)."""
+    """(order, times, source, notes): ``--times`` when given (in the order given). Else, when
+    every frame has an acquisition time, the frames in that time order (duplicates refused);
+    when only file times (TIFFTAG_DATETIME) are there, those if they increase in the order
+    given; else no times. Notes say what was done and why."""
+    given = list(range(len(paths)))
     if times is not None:
-        return parse_times_arg(times, len(paths)), "--times", []
+        return given, parse_times_arg(times, len(paths)), "--times", []
     notes, found = [], []
     for p, m in zip(paths, metas):
         if m["time_text"] is None:
@@ -204,15 +267,23 @@ def _stack_times(paths, metas, times) -> tuple:
             notes.append(f"note: {p}: unreadable time {m['time_key']}={m['time_text']!r}; times ignored")
             found = None
             break
+    key = metas[0]["time_key"]
+    if found and all(m["time_key"].split(":")[-1].upper() in ACQUISITION_KEYS for m in metas):
+        order = time_order(found, paths, key)
+        if order != given:
+            notes.append(f"note: frames given out of time order; processed in the order of their acquisition "
+                         f"times ({key}): {', '.join(Path(paths[i]).name for i in order)}")
+        return order, [found[i] for i in order], "metadata", notes
     if found and is_increasing(found):
-        return found, "metadata", notes
+        return given, found, "metadata", notes
     if found:
-        notes.append(f"note: the times in the frames' metadata ({metas[0]['time_key']}) are not increasing "
-                     "(often a file-creation time); ignored. Pass --times to set acquisition times.")
+        notes.append(f"note: the frames' {key} times do not increase in the order given; {key} is often the "
+                     "file's creation time, so the frames are processed in the order given, without times. "
+                     "Pass --times to give their acquisition times.")
     elif any(m["time_text"] for m in metas) and not notes:
         missing = next(p for p, m in zip(paths, metas) if m["time_text"] is None)
         notes.append(f"note: {missing} has no acquisition time in its metadata; times ignored")
-    return [None] * len(paths), "none", notes
+    return given, [None] * len(paths), "none", notes
 
 
 def _frame_meta(ds, path) -> dict:
@@ -236,7 +307,7 @@ def _frame_meta(ds, path) -> dict:
         size=(ds.width, ds.height), count=ds.count, dtype=ds.dtypes[0], crs=ds.crs, transform=ds.transform,
         georeferenced=georef, nodata=ds.nodata, colorinterp=tuple(ds.colorinterp),
         descriptions=tuple(ds.descriptions), nbits=int(nbits) if nbits else None, time_text=text, time_key=key,
-        colormap=colormap,
+        colormap=colormap, files=list(ds.files),
     )
 
 

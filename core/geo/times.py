@@ -67,6 +67,17 @@ def check_increasing(times, names) -> None:
                              f"({times[i - 1].isoformat()}); frames must be given in time order")
 
 
+def time_order(times, names, key: str) -> list[int]:
+    """Indices of ``times`` from earliest to latest; InputError for two equal times."""
+    c = _comparable(times)
+    order = sorted(range(len(times)), key=lambda i: c[i])
+    for a, b in zip(order, order[1:]):
+        if c[a] == c[b]:
+            raise InputError(f"{names[a]} and {names[b]} have the same acquisition time ({key}="
+                             f"{times[a].isoformat()}); each frame needs its own time (the same frame twice?)")
+    return order
+
+
 def is_increasing(times) -> bool:
     c = _comparable(times)
     return all(c[i] > c[i - 1] for i in range(1, len(c)))

@@ -15,15 +15,15 @@ class ValueScaler:
     uint8 / 255; uint16 by its bit depth (NBITS); other types by one robust stack-wide range
     (0.1 and 99.9 percentiles over all frames and colour bands, nodata excluded). One range
     for all bands keeps colour balance. Inputs are not clipped (the network tolerates a few
-    values beyond 1); outputs are rounded and clipped to the dtype."""
+    values beyond 1); outputs are rounded and clipped to the dtype (to NBITS where given)."""
 
-    def __init__(self, dtype: str, lo: float, hi: float, how: str):
+    def __init__(self, dtype: str, lo: float, hi: float, how: str, top: int | None = None):
         self.dtype = np.dtype(dtype)
         self.lo, self.hi = float(lo), float(hi)
         self.how = how
         if self.dtype.kind in "ui":
             info = np.iinfo(self.dtype)
-            self.vmin, self.vmax = info.min, info.max
+            self.vmin, self.vmax = info.min, info.max if top is None else top
         else:
             self.vmin, self.vmax = -np.finfo(self.dtype).max, np.finfo(self.dtype).max
 
@@ -45,7 +45,8 @@ def value_scaler(info: StackInfo, sample: int = 512) -> ValueScaler:
     if dt == np.uint8:
         return ValueScaler(info.dtype, 0, 255, "uint8 / 255")
     if dt == np.uint16 and info.nbits:
-        return ValueScaler(info.dtype, 0, 2 ** info.nbits - 1, f"NBITS={info.nbits}")
+        top = 2 ** info.nbits - 1  # outputs keep NBITS, so they stay within it
+        return ValueScaler(info.dtype, 0, top, f"NBITS={info.nbits}", top=top)
     # a decimated read of each frame (GDAL uses overviews when present)
     values = []
     for p in info.paths:

@@ -36,6 +36,10 @@ def output_profile(info: StackInfo, block: int = 256) -> dict:
         nodata=info.nodata, tiled=True, blockxsize=block, blockysize=block, BIGTIFF="IF_SAFER",
         interleave="pixel", **compression_options(info.dtype),
     )
+    bits = kept_nbits(info)
+    if bits:
+        prof["NBITS"] = bits
+        del prof["predictor"]  # libtiff's predictors need whole bytes per sample
     if info.georeferenced:
         prof.update(crs=info.crs, transform=info.out_transform)
     ci = info.colorinterp
@@ -44,6 +48,47 @@ def output_profile(info: StackInfo, block: int = 256) -> dict:
         if len(ci) == 4 and ci[3] == ColorInterp.alpha:
             prof["alpha"] = "UNASSOCIATED"
     return prof
+
+
+def kept_nbits(info: StackInfo) -> int | None:
+    """The inputs' NBITS, kept in the outputs where values are scaled by it (uint16)."""
+    return info.nbits if info.nbits and np.dtype(info.dtype) == np.uint16 else None
+
+
+def to_cog(src, dst, nbits: int | None = None) -> None:
+    """A Cloud Optimized GeoTIFF copy (the COG driver picks the predictor for the type and
+    builds the overviews itself)."""
+    from rasterio.shutil import copy as rio_copy
+
+    opts = dict(BIGTIFF="IF_SAFER", COMPRESS="DEFLATE", LEVEL=6)
+    if nbits:
+        opts["NBITS"] = nbits  # no predictor: it needs whole bytes per sample
+    else:
+        opts["PREDICTOR"] = "YES"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rio_copy(str(src), str(dst), driver="COG", **opts)
+
+
+def add_tags(path, tags: dict) -> None:
+    """Dataset tags added to a GeoTIFF already written (before any COG copy: it must not
+    change afterwards)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(str(path), "r+", driver="GTiff") as ds:
+            ds.update_tags(**tags)
+
+
+def written_index(path) -> int | None:
+    """The output index a file's tags say mstt-stvsr wrote it as; None for any other file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(str(path)) as ds:
+                value = ds.tags().get("MSTT_OUTPUT_INDEX")
+        return int(value) if value is not None else None
+    except (rasterio.errors.RasterioError, ValueError):
+        return None
 
 
 def source_extras(path) -> dict:

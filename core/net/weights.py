@@ -95,6 +95,16 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
+def check_finite(state: dict, source: str) -> None:
+    """Raise a WeightsError naming the tensors holding NaN or infinity: such a network makes
+    black (or NaN) frames that look like a result."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise WeightsError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: {', '.join(bad[:3])}{more}; "
+                           "the file is damaged, or training diverged")
+
+
 def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
     """Raise a WeightsError naming every missing/unexpected key and wrong shape."""
     expected = model.state_dict()
@@ -118,6 +128,13 @@ def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
     raise WeightsError(f"{source} does not fit the MSTT network: " + "; ".join(parts))
 
 
+def _inferred(state: dict, path: Path) -> dict:
+    try:
+        return infer_config(state)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+
+
 def load_model(path=None, map_location="cpu") -> MSTT:
     """Build MSTT from a weights file (None = the shipped default) in eval mode."""
     path = Path(path) if path is not None else default_weights_path()
@@ -134,14 +151,15 @@ def load_model(path=None, map_location="cpu") -> MSTT:
             except ValueError:
                 raise WeightsError(f"{path}: corrupt config metadata") from None
         else:  # a converted upstream checkpoint: computes what upstream's code computes
-            config = dict(infer_config(state), skip=False, upstream_exact=True)
+            config = dict(_inferred(state, path), skip=False, upstream_exact=True)
     else:
         state = _read_pth(path)
-        config = dict(infer_config(state), skip=False, upstream_exact=True)
+        config = dict(_inferred(state, path), skip=False, upstream_exact=True)
     try:
         model = MSTT(**config)
     except TypeError as exc:
         raise WeightsError(f"{path}: unsupported network config {config} ({exc})") from None
     check_state_dict(model, state, str(path))
+    check_finite(state, str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.to(map_location).eval()

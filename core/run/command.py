@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES, RunOptions
 
@@ -65,10 +66,17 @@ def main(args) -> int:
         else:
             print(line, file=sys.stderr)
 
+    def warn(message, category, *rest, **kw):  # a library's warning: one line of the log, no source
+        log(f"note: {message}")
+
     from .pipeline import Hooks, run_stack
+    from .signals import SignalGuard
 
     try:
-        paths = run_stack(args.inputs, args.output_dir, options_from_args(args), hooks=Hooks(progress=progress, log=log))
+        with SignalGuard() as guard, warnings.catch_warnings():
+            warnings.showwarning = warn
+            hooks = Hooks(progress=progress, log=log, critical=guard.critical)
+            paths = run_stack(args.inputs, args.output_dir, options_from_args(args), hooks=hooks)
     finally:
         if bar is not None:
             bar.close()

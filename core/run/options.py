@@ -53,6 +53,18 @@ class RunOptions:
         _count(self.threads, "threads", "a positive number", minimum=1)
         if self.windows not in WINDOW_MODES:
             raise InputError(f"unknown window plan {self.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
+        _file_name(self.prefix, "prefix")
+
+
+def _file_name(value, label: str) -> None:
+    """A name to start file names with: no folder in it (outputs stay in the output folder)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{label} must be a non-empty name, got {value!r}")
+    if value in (".", "..") or any(c in value for c in "/\\") or any(ord(c) < 32 for c in value):
+        raise InputError(f"{label} {value!r} must be a plain file name start: no folders (/ or \\), "
+                         "no '..', no control characters")
 
 
 def _count(value, label: str, expected: str, minimum: int) -> None:

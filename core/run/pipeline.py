@@ -27,17 +27,19 @@ import numpy as np
 import rasterio
 import torch
 
-from ..errors import InputError, MsttError
-from ..geo.outputs import OutputSet, output_names
+from ..errors import MsttError
+from ..geo.outputs import OutputSet
 from ..geo.read import fill_invalid, read_block
-from ..geo.stack import StackInfo, open_raster, read_stack_info
+from ..geo.stack import IO_ERRORS, StackInfo, open_raster, read_stack_info
 from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler, value_scaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
 from ..net.spec import MULTIPLE, SCALE
-from ..net.weights import load_model
+from ..geo.verify import storage_error
+from ..net.weights import default_weights_path, load_model
 from . import compile as compiling
-from . import cost, device
+from . import cost, device, preflight
+from .finish import finish
 from .options import RunOptions
 from .progress import Clock, Progress
 from .scene_flow import FLOW_COST, FlowStore, FlowWorker, tile_flows
@@ -48,13 +50,16 @@ from .windows import Window, plan_windows
 
 @dataclass
 class Hooks:
-    """How a run reports: ``progress(fraction, message)``, ``is_canceled()``, ``log(line)``, and
-    ``timings``, a dict that receives seconds per stage (see ``progress.Clock``)."""
+    """How a run reports: ``progress(fraction, message)``, ``is_canceled()``, ``log(line)``,
+    ``timings``, a dict that receives seconds per stage (see ``progress.Clock``), and
+    ``critical``, a context manager factory the final renames run inside (the CLI's signal
+    handler makes a signal wait until they are done)."""
 
     progress: object = None
     is_canceled: object = None
     log: object = None
     timings: dict | None = None
+    critical: object = None
 
     def say(self, line: str) -> None:
         if self.log is not None:
@@ -107,7 +112,7 @@ def validate_stack(inputs, options: RunOptions = RunOptions(), out_dir=None, che
     options.check()
     info = read_stack_info(inputs, times=options.times)
     if out_dir is not None:
-        outs = OutputSet(out_dir, output_names(info, options.prefix), options.overwrite)
+        outs = preflight.output_set(info, out_dir, options)
         outs.check_existing()
         info.outputs = [str(p) for p in outs.final]
     if options.weights is not None or check_weights:
@@ -137,37 +142,56 @@ def make_grid(height: int, width: int, tile: int, overlap: int, margin: int | No
 def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None, hooks: Hooks | None = None) -> list:
     """Super-resolve a stack in space (x4) and time (2N-1 frames); return output paths in time
     order. ``model``: an MSTT to use instead of ``options.weights``. Raises InputError,
-    WeightsError or Canceled, and then leaves no output file behind."""
+    WeightsError, StorageError or Canceled, and then leaves no output file behind."""
     hooks = hooks or Hooks()
     t_start = time.perf_counter()
     options.check()
     info = read_stack_info(inputs, times=options.times)
-    outs = OutputSet(out_dir, output_names(info, options.prefix), options.overwrite)
+    outs = preflight.output_set(info, out_dir, options)
     outs.check_existing()
     dev = device.resolve_device(options.device)
     dtype = device.resolve_precision(options.precision, dev)
+    weights = None
     if model is None:
         model = load_model(options.weights)
-    if options.tile_size and options.overlap is not None and 2 * options.overlap >= device.round_tile(options.tile_size):
-        raise InputError(f"overlap {options.overlap} must be less than half the tile size "
-                         f"({device.round_tile(options.tile_size)})")
-    outs.prepare()  # creates the folder if needed and checks it can be written
+        weights = options.weights or default_weights_path()
+    # the tile is known now unless it is fitted to GPU memory (then it is checked once chosen)
+    known = device.round_tile(options.tile_size) if options.tile_size else \
+        device.default_tile_size(dev) if dev.type != "cuda" else None
+    preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
+    space = preflight.check_space(info, outs.out_dir, len(band_groups(len(info.color_bands))), options.cog)
     was_training, job = model.training, None
     try:
+        outs.prepare()  # claims the outputs; clears what an interrupted run of them left
+        for line in outs.notes:
+            hooks.say(line)
         job = plan_job(info, outs, model, dev, dtype, options, hooks)
+        for line in space:
+            hooks.say(line)
+        preflight.check_overlap(options.overlap, job.tile, chosen=not options.tile_size)
+        hooks.say(preflight.work_estimate(len(job.plan), job.grid(), len(job.groups), device.model_width(job.net),
+                                          job.dev, device.precision_name(job.dtype), torch.get_num_threads()))
         run_windows(job, hooks)
-        job.tracker.message("writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
+        job.tracker.message("checking and writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
+        seen = len(outs.notes)
         with job.clock("write"):
-            paths = outs.commit(cog=options.cog)
+            paths = finish(job, outs, options.cog, weights, hooks.critical)
+        for line in outs.notes[seen:]:
+            hooks.say(line)
         job.tracker.done()
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s")
         return paths
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, IO_ERRORS) and not isinstance(exc, MsttError):  # the disk, not a bug
+            err = storage_error(exc, outs.out_dir)  # while the disk is as full as it was
+            outs.discard()
+            raise err from None
         outs.discard()
         raise
     finally:
         if job is not None:
             close_job(job, model)
+        outs.close()
         model.train(was_training)  # a caller's model (e.g. during training) is left as it was
 
 

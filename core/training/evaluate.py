@@ -72,7 +72,7 @@ def score(pred, gt) -> dict:
 
 
 def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True,
-             windows: str = "fast") -> dict:
+             windows: str = "fast", multiframe: bool = False) -> dict:
     """Score every clip of ``data`` (any layout of datasets.py); returns the results dict."""
     import torch
 
@@ -108,6 +108,10 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     result = {"data": str(getattr(ds, "root", data)), "weights": str(weights) if weights else None,
               "clips": n, "methods": methods, "windows": windows, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
               "torch_threads": torch.get_num_threads()}
+    if multiframe:
+        from .multiframe import multiframe_gain
+
+        result["multiframe"] = multiframe_gain(model, ((ds.clip(i).lr, ds.clip(i).hr) for i in range(n)))
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +137,14 @@ def markdown(res: dict) -> str:
             lines.append(f"| {name} | {LABELS[meth]} | {s['psnr_rgb']:.2f} | {s['ssim_rgb']:.4f} | "
                          f"{s['psnr_y']:.2f} | {s['ssim_y']:.4f} |")
     gain = res["mean"]["mstt"]["all"]["psnr_rgb"] - res["mean"]["baseline"]["all"]["psnr_rgb"]
-    lines += ["", f"MSTT - baseline (all frames, RGB): {gain:+.2f} dB", "", "Per clip (all 7 frames, PSNR RGB / Y):", "",
+    lines += ["", f"MSTT - baseline (all frames, RGB): {gain:+.2f} dB"]
+    if "multiframe" in res:
+        mf = res["multiframe"]
+        lines += ["", "Multi-frame gain (input times, PSNR RGB): real neighbours "
+                  f"{mf['psnr']['real']:.3f} dB; neighbours replaced by copies of the frame "
+                  f"{mf['psnr']['copies']:.3f} dB ({mf['gain']['copies']:+.3f}), by the frame warped to their "
+                  f"times {mf['psnr']['warped']:.3f} dB ({mf['gain']['warped']:+.3f})"]
+    lines += ["", "Per clip (all 7 frames, PSNR RGB / Y):", "",
               "| clip | " + " | ".join(LABELS[x] for x in m) + " |", "|---|" + "---|" * len(m)]
     for r in res["per_clip"]:
         lines.append(f"| {r['clip']} | " + " | ".join(f"{r[x]['all']['psnr_rgb']:.2f} / {r[x]['all']['psnr_y']:.2f}"
@@ -183,6 +194,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--windows", default="fast", choices=WINDOW_MODES,
                         help="window plan over each clip's inputs, as `mstt-stvsr run --windows` (default fast: "
                              "for 4 inputs the one window of all of them)")
+    parser.add_argument("--multiframe", action="store_true",
+                        help="also measure the multi-frame gain: input times with real neighbours vs neighbours "
+                             "that carry no new information (copies of the frame; the frame warped to their times)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -192,6 +206,6 @@ def main(args) -> int:
     if args.threads:
         set_threads(args.threads)
     res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,
-                   windows=args.windows)
+                   windows=args.windows, multiframe=args.multiframe)
     print(markdown(res))
     return 0

@@ -1,0 +1,68 @@
+"""The end of a run: provenance tags on every output, COG copies if asked, each output checked
+whole (``geo.verify``), then the commit that renames them all.
+
+Provenance makes an output answer "what made me?" on its own: the software version, the
+weights (file name, SHA-256, network variant), the run, the tiling and precision, and the time
+window and position in it that made this frame (``MSTT_FRAME`` already says whether the frame
+is an input super-resolved or a new, synthesised one)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from .. import plugin_version
+from ..geo.outputs import OutputSet
+from ..geo.stack import IO_ERRORS, first_line
+from ..geo.verify import storage_error, verify_output
+from ..geo.write import add_tags, kept_nbits, to_cog
+from . import device
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance_tags(job, weights, run_id: str) -> list:
+    """Tags for each output (in output order)."""
+    common = {
+        "MSTT_SOFTWARE": f"mstt-stvsr {plugin_version()}".strip(),
+        "MSTT_RUN": run_id,
+        "MSTT_VARIANT": str(getattr(job.net, "variant", "")),
+        "MSTT_WEIGHTS": Path(weights).name if weights else "(a model passed by the caller)",
+        "MSTT_TILING": f"{job.tile} px tiles, overlap {job.grid().overlap} px, "
+                       f"{device.precision_name(job.dtype)} on {job.dev.type}",
+    }
+    if weights:
+        common["MSTT_WEIGHTS_SHA256"] = file_sha256(weights)
+    tags = [dict(common) for _ in range(job.info.n_outputs)]
+    for wi, win in enumerate(job.plan):
+        frames = ",".join(str(f) for f in win.frames)
+        for p, pos in win.outputs:
+            tags[p]["MSTT_WINDOW"] = f"{wi + 1}/{len(job.plan)}: inputs {frames}, output position {pos}"
+    return tags
+
+
+def finish(job, outs: OutputSet, cog: bool, weights, critical=None) -> list:
+    """Tag, convert, check and commit every output; return the final paths. ``critical``: a
+    context manager factory the commit runs inside (a signal waits until it is done)."""
+    info = job.info
+    expect = dict(width=info.out_width, height=info.out_height, count=info.count, dtype=info.dtype)
+    for tmp, name, tags in zip(outs.temp, outs.names, provenance_tags(job, weights, outs.token)):
+        try:
+            add_tags(tmp, tags)
+            if cog:
+                copy = tmp.with_name(tmp.name + ".cog")
+                to_cog(tmp, copy, kept_nbits(info))
+                os.replace(copy, tmp)
+        except IO_ERRORS as exc:
+            raise storage_error(f"{name}: could not be written ({first_line(exc)})", outs.out_dir) from None
+    for tmp, name in zip(outs.temp, outs.names):
+        verify_output(tmp, name, expect)
+    with (critical or contextlib.nullcontext)():
+        return outs.commit()

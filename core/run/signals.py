@@ -1,0 +1,56 @@
+"""Signals that end a command-line run (SIGTERM from ``kill`` or a batch system, SIGHUP when the
+terminal goes, SIGINT from Ctrl-C) raised as ``Interrupted`` in the main thread, so the run
+cleans up as after any error: temporary files removed, the claim on its outputs released.
+
+Inside ``critical()`` (the final renames) a signal waits until the block is done, so a commit
+is never cut in half; the run, then complete, ends normally. After the first signal, further
+ones are ignored while cleaning up.
+``kill -9`` cannot be caught: the next run for the same outputs removes what it left.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from ..errors import Interrupted
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
+
+
+class SignalGuard:
+    """Context manager installing the handlers (main thread only; elsewhere it does nothing)."""
+
+    def __init__(self, signals=SIGNALS):
+        self.signals = signals
+        self.previous = {}
+        self.depth = 0
+        self.pending = None
+        self.fired = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+        return False
+
+    def _handle(self, signum, frame):
+        if self.fired or self.depth:  # cleaning up already, or committing: let it finish
+            self.pending = signum
+            return
+        self.fired = True
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def critical(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1

@@ -1,0 +1,142 @@
+"""One stack on a Dask cluster: the same validation, claim and commit as ``pipeline.run_stack``,
+with the work split into tasks (``tasks``) and finished by the same ``finish`` step.
+
+The task graph: flows per (band group, pair); per (window, block) a region task that waits for
+the window's flows; per output frame an assembly task that waits for its window's regions.
+Everything is written in the run's hidden work folder; the frames are committed by the caller's
+process only when every task succeeded, and any failure or cancel leaves no output behind.
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import torch
+
+from ..errors import Canceled, MsttError
+from ..geo.stack import IO_ERRORS, read_stack_info
+from ..geo.values import value_scaler
+from ..geo.verify import storage_error
+from ..net.weights import default_weights_path, load_model
+from ..run import device, preflight
+from ..run.finish import finish
+from ..run.options import RunOptions
+from ..run.pipeline import Hooks, band_groups
+from ..run.windows import plan_windows
+from . import tasks
+from .cluster import network_resources
+
+BLOCK_TILES = 4  # tiles per block side: 16 tiles amortise a task's reads, many blocks balance
+
+
+def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=None, hooks: Hooks | None = None,
+                      block_tiles: int = BLOCK_TILES) -> list:
+    """``run_stack`` on the cluster of ``client``; returns the output paths in time order."""
+    hooks = hooks or Hooks()
+    t_start = time.perf_counter()
+    options.check()
+    info = read_stack_info(inputs, times=options.times)
+    outs = preflight.output_set(info, out_dir, options)
+    outs.check_existing()
+    weights = None
+    if model is None:
+        model = load_model(options.weights)  # here too: a bad file fails before any work
+        weights = str(options.weights or default_weights_path())
+    tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
+    overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
+    preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
+    plugin_name = None
+    try:
+        outs.prepare()
+        for line in outs.notes:
+            hooks.say(line)
+        plugin_name = f"mstt-network-{outs.token}"
+        spec = tasks.Spec(info=info, scaler=value_scaler(info), groups=tuple(band_groups(len(info.color_bands))),
+                          plan=tuple(plan_windows(info.n_frames, options.windows)), tile=tile,
+                          overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
+                          flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1)
+        client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
+                                                   device=options.device, precision=options.precision,
+                                                   threads=options.threads), name=plugin_name)
+        futures, regions, assembled = submit(client, spec, outs, block_tiles, hooks)
+        dev, dtype = wait_all(client, futures, regions, hooks)
+        job = SimpleNamespace(info=info, net=model, tile=tile, grid=spec.grid, dtype=dtype, dev=dev, plan=spec.plan)
+        if hooks.progress is not None:
+            hooks.progress(0.999, "checking and writing")
+        paths = finish(job, outs, options.cog, weights, hooks.critical)
+        for line in outs.notes:
+            hooks.say(line)
+        hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s "
+                  f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
+        return paths
+    except BaseException as exc:
+        if isinstance(exc, IO_ERRORS) and not isinstance(exc, MsttError):
+            err = storage_error(exc, outs.out_dir)
+            outs.discard()
+            raise err from None
+        outs.discard()
+        raise
+    finally:
+        if plugin_name is not None:
+            try:
+                client.unregister_worker_plugin(plugin_name)
+            except Exception:  # the cluster may be gone: its plugins went with it
+                pass
+        outs.close()
+
+
+def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tuple:
+    """All tasks of the run, with their dependencies; returns (every future, the region
+    futures, the assembly futures). Keys name the run, so nothing is shared between runs."""
+    grid = spec.grid()
+    blocks = tasks.block_regions(grid, block_tiles)
+    n_pairs = spec.info.n_frames - 1
+    res = network_resources(client)
+    key = f"mstt-{outs.token}"
+    hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {spec.tile} px in {len(blocks)} block(s); "
+              f"{len(spec.plan)} time window(s); {len(spec.groups) * n_pairs} flow, "
+              f"{len(blocks) * len(spec.plan)} network and {spec.info.n_outputs} assembly tasks"
+              + (f"; network tasks ask for {res}" if res else ""))
+    flows = {(g, k): client.submit(tasks.flow_task, spec, g, k, key=f"{key}-flow-g{g}-p{k}", pure=False)
+             for g in range(len(spec.groups)) for k in range(n_pairs)}
+    regions = {}
+    for wi, win in enumerate(spec.plan):
+        need = sorted({(g, min(a, b)) for a, b in win.pairs for g in range(len(spec.groups))})
+        for bi, region in enumerate(blocks):
+            regions[(wi, bi)] = client.submit(tasks.region_task, spec, wi, bi, region, *[flows[n] for n in need],
+                                              key=f"{key}-net-w{wi}-b{bi}", resources=res or None, pure=False)
+    assembled = []
+    for wi, win in enumerate(spec.plan):
+        parts = [(region, str(spec.part_path(wi, bi))) for bi, region in enumerate(blocks)]
+        mine = [regions[(wi, bi)] for bi in range(len(blocks))]
+        for p, _ in win.outputs:
+            assembled.append(client.submit(tasks.assemble_task, spec, p, str(outs.temp[p]), parts, *mine,
+                                           key=f"{key}-frame-{p}", pure=False))
+    return list(flows.values()) + list(regions.values()) + assembled, list(regions.values()), assembled
+
+
+def wait_all(client, futures: list, regions: list, hooks: Hooks) -> tuple:
+    """Wait for every task, reporting progress and checking cancel; the first task error is
+    raised as it is, a lost cluster as a clear MsttError. Returns the network's (device, dtype)."""
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+
+    done = 0
+    try:
+        for fut in as_completed(futures, timeout=None):
+            if hooks.is_canceled is not None and hooks.is_canceled():
+                client.cancel(futures)
+                raise Canceled("canceled by the user; no output was written")
+            fut.result()
+            done += 1
+            if hooks.progress is not None:
+                hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
+        dev, dtype = regions[0].result()[1:]
+    except (FutureCancelledError, OSError) as exc:
+        client.cancel(futures)
+        raise MsttError(f"the Dask cluster went away before the run finished ({type(exc).__name__}: {exc}); "
+                        "no output was written") from None
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])

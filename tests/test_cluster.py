@@ -1,0 +1,68 @@
+"""A stack on a Dask cluster (core.scale): the frames equal the single-process run's, with the
+tiny network (non-zero residual: a wrong tile or a wrong blend across a task border shows)."""
+import numpy as np
+import pytest
+import rasterio
+
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import run_stack
+from mstt_stvsr.core.scale import tasks
+from mstt_stvsr.core.scale.cluster import connect
+from mstt_stvsr.core.scale.run import run_stack_cluster
+from nets import tiny_mstt
+from stackgen import write_stack
+
+# 150 x 150 LR px in 80-px tiles: a 3 x 3 grid, cut into 2 x 2 blocks of up to 2 x 2 tiles
+OPTIONS = RunOptions(tile_size=80, overlap=16)
+BLOCK = 2
+DN = 1  # uint8: the same arithmetic in other processes and another order rounds at most 1 DN apart
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """(input paths, single-process outputs) of a 5-frame stack."""
+    root = tmp_path_factory.mktemp("cluster")
+    paths = write_stack(root / "in", n=5, h=150, w=150)
+    return paths, run_stack(paths, root / "single", OPTIONS, model=tiny_mstt())
+
+
+def compare(ours, theirs) -> float:
+    """Largest difference in DN; asserts the same georeferencing, size, dtype and tags."""
+    worst = 0.0
+    assert [p.rsplit("/", 1)[1] for p in ours] == [p.rsplit("/", 1)[1] for p in theirs]
+    for a, b in zip(ours, theirs):
+        with rasterio.open(a) as da, rasterio.open(b) as db:
+            assert (da.crs, da.transform, da.shape, da.dtypes) == (db.crs, db.transform, db.shape, db.dtypes)
+            ta, tb = da.tags(), db.tags()
+            for tag in ("MSTT_OUTPUT_INDEX", "MSTT_FRAME", "MSTT_WINDOW", "TIFFTAG_DATETIME"):
+                assert ta.get(tag) == tb.get(tag), tag
+            worst = max(worst, float(np.abs(da.read().astype(int) - db.read().astype(int)).max()))
+    return worst
+
+
+def test_local_cluster_equals_single_process(scene, tmp_path):
+    paths, single = scene
+
+
+    with connect("local:2") as client:
+        ours = run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK)
+    assert compare(ours, single) <= DN
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.rsplit("/", 1)[1] for p in ours)
+
+
+
+def test_cluster_check_catches_a_block_without_its_border_tiles(scene, tmp_path, monkeypatch):
+    """Negative control: blocks that run only the tiles whose centre they hold (not every
+    tile that blends into them) must fail the comparison above."""
+    from distributed import Client
+
+    def own_tiles(grid, region):
+        y0, y1, x0, x1 = region
+        s = grid.scale
+        return [t for t in grid if y0 <= (t.y.start + t.y.stop) * s / 2 < y1 and x0 <= (t.x.start + t.x.stop) * s / 2 < x1]
+
+    monkeypatch.setattr(tasks, "touching", own_tiles)
+    paths, single = scene
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        ours = run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK)
+    assert compare(ours, single) > DN
