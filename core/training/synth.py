@@ -17,7 +17,6 @@ from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
 from .clips import PSF_RANGE, make_clip
 from .imagery import IMAGERY_DIR
-from .sample import make_sample_stack
 
 
 def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0, imagery=None,
@@ -87,6 +86,8 @@ def main(args) -> int:
     if not imagery.is_dir():
         imagery = None
     if args.sample:
+        from .sample import make_sample_stack  # GeoTIFFs: rasterio, which clip datasets never need
+
         paths = make_sample_stack(args.out, imagery)
         if not args.quiet:
             print("\n".join(str(p) for p in paths))

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Train the default weights on a lent GPU machine in one call, and bring them back.
+#
+# On the device tool (repository root, no internet, Python with torch/CUDA, OpenCV, safetensors;
+# carry build/imagery, 20 MB, made here by `make imagery`):
+#   run(command="bash tools/gpu_train.sh 9", carry=["build/imagery"], timeout_s=600)
+# Dry run on this CPU (a few clips, a tiny network, seconds):
+#   DRY_RUN=1 bash tools/gpu_train.sh 0.3
+#
+# Synthesises the training clips there (in parallel, one process per core, each a disjoint seed
+# stream as `make data` makes them), trains with bf16 from the shipped weights for MINUTES with
+# a cosine schedule over that time, and writes the weights, the log and the config to $OUT
+# (the device tool brings back what is under $OUT). Evaluate and commit them here, only if
+# `mstt-stvsr eval` improves on both held-out sets.
+set -euo pipefail
+MINUTES=${1:?usage: gpu_train.sh MINUTES}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/build/gpu_out}
+WORK=${WORK:-$(mktemp -d)}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" "$WORK"
+
+# the repository root is the package mstt_stvsr: import it under that name without installing
+ln -sfn "$ROOT" "$WORK/mstt_stvsr"
+export PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ -n "${DRY_RUN:-}" ]; then
+  CLIPS=${CLIPS:-4} PARTS=${PARTS:-2} SIZE=${SIZE:-96} CONFIG=configs/tiny.toml DEVICE=cpu BATCH=${BATCH:-2}
+else
+  CLIPS=${CLIPS:-400} PARTS=${PARTS:-$(nproc)} SIZE=${SIZE:-384} CONFIG=configs/default.toml DEVICE=cuda BATCH=${BATCH:-8}
+fi
+[ -d "$ROOT/build/imagery" ] || echo "note: no build/imagery; clips use procedural ground only" >&2
+
+echo "== synthesising $CLIPS clips in $PARTS parts ($(date +%T))"
+DATA="$WORK/data"
+per=$(( (CLIPS + PARTS - 1) / PARTS ))
+for p in $(seq 0 $((PARTS - 1))); do
+  "$PY" -m mstt_stvsr.core synth --quiet --out "$WORK/part$p" --clips "$per" --size "$SIZE" --split train \
+    --seed $((1000 + p)) --psf 0,1.3 &
+done
+wait
+mkdir -p "$DATA/sequences"
+: > "$DATA/sep_trainlist.txt"
+for p in $(seq 0 $((PARTS - 1))); do
+  for rel in $(cat "$WORK/part$p/sep_trainlist.txt"); do
+    clip=${rel%%/*}
+    mv "$WORK/part$p/sequences/$clip" "$DATA/sequences/p${p}_$clip"
+    echo "p${p}_$rel" >> "$DATA/sep_trainlist.txt"
+  done
+done
+echo "== $(wc -l < "$DATA/sep_trainlist.txt") clips; training $MINUTES min on $DEVICE ($(date +%T))"
+
+"$PY" -m mstt_stvsr.core train --config "$ROOT/$CONFIG" --data "$DATA" --out "$WORK/train" --device "$DEVICE" \
+  --batch "$BATCH" --lr 2e-4 --schedule time --max-minutes "$MINUTES" --quiet \
+  ${DRY_RUN:+--steps 2} $([ -z "${DRY_RUN:-}" ] && echo --init "$ROOT/resources/weights/mstt_default.safetensors") \
+  --export "$OUT/weights.safetensors"
+cp "$WORK/train/log.csv" "$OUT/train_log.csv"
+cp "$WORK/train/config.json" "$OUT/train_config.json"
+echo "== done ($(date +%T)): $OUT/weights.safetensors"
