@@ -66,3 +66,44 @@ def test_cluster_check_catches_a_block_without_its_border_tiles(scene, tmp_path,
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         ours = run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK)
     assert compare(ours, single) > DN
+
+
+def test_a_worker_killed_mid_run_loses_nothing(scene, tmp_path):
+    """A real scheduler and two workers; one is SIGKILLed right after its first network task:
+    the scheduler re-runs what it held, and the frames are complete and equal."""
+    from distributed import Client
+
+    from cluster_kit import KillAfterFirstNetworkTask, dask_cluster
+
+    paths, single = scene
+    with dask_cluster(2, tmp_path) as (address, workers):
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            client.register_plugin(KillAfterFirstNetworkTask("w0"), name="kill-w0")
+            ours = run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK)
+        assert workers[0].wait(30) == -9  # it really was killed, mid-run
+        assert workers[1].poll() is None
+    assert compare(ours, single) <= DN
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.rsplit("/", 1)[1] for p in ours)
+
+
+def test_cluster_errors_are_clear_and_leave_nothing(tmp_path):
+    """Fast failures before any cluster starts, from the command line."""
+    import subprocess
+
+    from mishaps import cli, cli_env
+
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    res = subprocess.run(cli("run", *paths, "-o", str(tmp_path / "out"), "--cluster", "nowhere"),
+                         capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert res.returncode == 2 and "local:N or a scheduler address" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_single_process_path_never_imports_dask():
+    import subprocess
+    import sys
+
+    code = ("import sys; from mstt_stvsr.core.run import command, pipeline; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -158,8 +158,6 @@ def test_untiled_run_equals_the_network_on_whole_frames(tmp_path):
 def tiled_matches_whole(tiled, whole, grid) -> list:
     """What differs between a tiled and an untiled run (empty if nothing): mean |difference|
     over 1 DN, or the difference near seam lines over 1.5x that elsewhere (+0.1 DN)."""
-    from mstt_stvsr.core.run.pipeline import make_grid  # noqa: F401 (grid comes from it)
-
     rows, cols = grid.seam_lines()
     problems = []
     for a, b in zip(tiled, whole):

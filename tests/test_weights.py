@@ -1,6 +1,5 @@
 """Weights IO: safetensors round trip, upstream .pth wrappers, clear errors, no pickle execution."""
 import pickle
-from pathlib import Path
 
 import pytest
 import torch

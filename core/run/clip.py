@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .ensemble import ensemble_forward
 from .flow import flows_tensor
 from .windows import plan_windows
 
@@ -24,13 +25,15 @@ def window_flows(flows: torch.Tensor, pairs) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_clip(model, lr: torch.Tensor, mode: str = "fast") -> torch.Tensor:
+def run_clip(model, lr: torch.Tensor, mode: str = "fast", ensemble: bool = False) -> torch.Tensor:
     """lr (B, T, 3, H, W) in [0, 1] -> (B, 2T-1, 3, 4H, 4W): every output from the window
-    ``plan_windows(T, mode)`` assigns it, flows estimated once per pair on whole frames."""
+    ``plan_windows(T, mode)`` assigns it, flows estimated once per pair on whole frames;
+    ``ensemble``: each window averaged over its 8 flips/rotations."""
     flows = flows_tensor(lr, model.flow_kind)
     outs = {}
     for win in plan_windows(lr.shape[1], mode):
         keep = [pos for _, pos in win.outputs]
-        y = model(lr[:, list(win.frames)], window_flows(flows, win.pairs), keep=keep)
+        x, fl = lr[:, list(win.frames)], window_flows(flows, win.pairs)
+        y = ensemble_forward(model, x, fl, keep) if ensemble else model(x, fl, keep=keep)
         outs.update({p: y[:, i] for i, (p, _) in enumerate(win.outputs)})
     return torch.stack([outs[p] for p in sorted(outs)], dim=1)

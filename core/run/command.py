@@ -27,11 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
         help="time windows: fast = one network window per 3 input frames (about 3x fewer than central), "
              "central = each output from the window where it is most central (N-1 windows)")
+    add("--ensemble", action="store_true",
+        help="average the network over the 8 flips/rotations of each window (8x slower; see README for its gain)")
     add("--times", metavar="T1,T2,...", help="acquisition times of the inputs (ISO 8601), instead of their metadata")
     add("--prefix", help="output file name prefix (default: the inputs' common name + '_x4')")
     add("--overwrite", action="store_true", help="replace existing output files")
     add("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     add("--threads", type=int, metavar="N", help="CPU threads for the network (default: all available)")
+    add("--cluster", metavar="ADDRESS",
+        help="run on a Dask cluster: local:N (N worker processes here) or a scheduler address (tcp://host:8786); "
+             "needs dask and distributed")
     add("-q", "--quiet", action="store_true", help="no progress bar or messages")
 
 
@@ -39,7 +44,7 @@ def options_from_args(args) -> RunOptions:
     return RunOptions(weights=args.weights, tile_size=args.tile_size, overlap=args.overlap, device=args.device,
                       precision=args.precision, times=args.times, prefix=args.prefix, overwrite=args.overwrite,
                       cog=args.cog, threads=args.threads, tiles_per_forward=args.tiles_per_forward,
-                      compile=args.compile, windows=args.windows)
+                      compile=args.compile, windows=args.windows, ensemble=args.ensemble)
 
 
 def main(args) -> int:
@@ -76,7 +81,12 @@ def main(args) -> int:
         with SignalGuard() as guard, warnings.catch_warnings():
             warnings.showwarning = warn
             hooks = Hooks(progress=progress, log=log, critical=guard.critical)
-            paths = run_stack(args.inputs, args.output_dir, options_from_args(args), hooks=hooks)
+            if getattr(args, "cluster", None):  # Dask is imported only here
+                from ..scale.run import run_with_cluster
+
+                paths = run_with_cluster(args.cluster, args.inputs, args.output_dir, options_from_args(args), hooks=hooks)
+            else:
+                paths = run_stack(args.inputs, args.output_dir, options_from_args(args), hooks=hooks)
     finally:
         if bar is not None:
             bar.close()

@@ -43,6 +43,7 @@ class RunOptions:
     tiles_per_forward: int | None = None
     compile: bool = False
     windows: str = DEFAULT_WINDOWS
+    ensemble: bool = False  # the 8 flips/rotations of each window, averaged (8x the cost)
 
     def check(self) -> None:
         """Raise InputError for a value no run could use (the machine is not consulted)."""

@@ -39,6 +39,7 @@ from ..geo.verify import storage_error
 from ..net.weights import default_weights_path, load_model
 from . import compile as compiling
 from . import cost, device, preflight
+from .ensemble import ensemble_forward
 from .finish import finish
 from .options import RunOptions
 from .progress import Clock, Progress
@@ -90,6 +91,7 @@ class Job:
     flow_worker: FlowWorker | None = None
     compiled: list = field(default_factory=list)
     windows: str = "central"
+    ensemble: bool = False
 
     def grid(self) -> TileGrid:
         return make_grid(self.info.height, self.info.width, self.tile, self.overlap, self.margin)
@@ -220,7 +222,8 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     job = Job(info=info, outs=outs, net=net, dev=dev, dtype=dtype, tile=tile, overlap=ov, margin=options.margin,
               per_forward=per_forward, scaler=scaler, groups=groups, plan=plan_windows(info.n_frames, options.windows),
               tracker=Progress(hooks.progress, hooks.is_canceled), clock=Clock(hooks.timings, dev),
-              stager=HostStager(dev, slots=2), compiled=compiled, windows=options.windows)
+              stager=HostStager(dev, slots=2), compiled=compiled, windows=options.windows,
+              ensemble=options.ensemble)
     job.tracker.restart(*job.total_units())
     job.flows = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
     job.flow_worker = FlowWorker(info, groups, scaler, job.flows, job.clock, kind=net.flow_kind)
@@ -360,7 +363,9 @@ def forward_tiles(job: Job, grid: TileGrid, wi: int, win: Window, chunk) -> np.n
         x = np.stack([c[1][g] for c in chunk])  # (B, 4, 3, th, tw)
         fl = np.stack([c[2][g] for c in chunk])  # (B, 3, 4, th, tw)
         with job.clock("model"), torch.inference_mode(), device.autocast(job.dev, job.dtype):
-            y = to_host(job.net(job.stager.to_device(x), job.stager.to_device(fl), keep=positions))
+            lr_t, fl_t = job.stager.to_device(x), job.stager.to_device(fl)
+            y = to_host(ensemble_forward(job.net, lr_t, fl_t, positions) if job.ensemble
+                        else job.net(lr_t, fl_t, keep=positions))
         if hr_sum is None:
             hr_sum = np.zeros((*y.shape[:2], nc, *y.shape[-2:]), np.float32)
         for ch, pos in enumerate(group):

@@ -12,10 +12,6 @@ LOCAL = "local:"
 NETWORK_RESOURCE = "GPU"  # workers started with --resources GPU=1 run the network tasks
 
 
-def missing_dask_message() -> str:
-    return "--cluster needs the Python packages dask and distributed (pip install dask distributed)"
-
-
 def parse_address(address: str):
     """("local", N) or ("remote", address); InputError for anything else."""
     text = str(address).strip()
@@ -38,10 +34,8 @@ def worker_version() -> str:
 def connect(address: str, timeout: float = 30):
     """A ``distributed.Client`` for ``address``, closed (and a local cluster stopped) on exit."""
     kind, where = parse_address(address)
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise MsttError(missing_dask_message()) from None
+    from distributed import Client, LocalCluster
+
     cluster = None
     try:
         if kind == "local":

@@ -140,3 +140,14 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks) -> tuple:
         client.cancel(futures)
         raise
     return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])
+
+
+def run_with_cluster(address: str, inputs, out_dir, options: RunOptions, *, model=None,
+                     hooks: Hooks | None = None) -> list:
+    """Connect to ``address`` (``local:N`` or a scheduler address), run, disconnect."""
+    from .cluster import connect
+
+    hooks = hooks or Hooks()
+    with connect(address) as client:
+        hooks.say(f"Dask cluster {address}: {len(client.scheduler_info().get('workers', {}))} worker(s)")
+        return run_stack_cluster(inputs, out_dir, options, client, model=model, hooks=hooks)

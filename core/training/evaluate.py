@@ -50,7 +50,7 @@ def to_u8(x) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast"):
+def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast", ensemble: bool = False):
     """Model outputs (and its parameter-free base, if any) for one clip's LR frames, each
     output from the window the ``windows`` plan gives it (for 4 frames, "fast" is the one
     window of all 4 inputs; "central" mirrors the clip's ends as a long stack's are)."""
@@ -61,7 +61,7 @@ def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast"):
 
     lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
-        out = to_u8(run_clip(model, lr, windows))
+        out = to_u8(run_clip(model, lr, windows, ensemble))
         base = to_u8(model.base(lr, flows_tensor(lr, model.flow_kind))) if getattr(model, "skip", False) else None
     return out, base
 
@@ -72,7 +72,7 @@ def score(pred, gt) -> dict:
 
 
 def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True,
-             windows: str = "fast", multiframe: bool = False) -> dict:
+             windows: str = "fast", multiframe: bool = False, ensemble: bool = False) -> dict:
     """Score every clip of ``data`` (any layout of datasets.py); returns the results dict."""
     import torch
 
@@ -96,7 +96,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     for i in it:
         c = ds.clip(i)
         preds = {"baseline": baseline(c.lr)}
-        preds["mstt"], base = run_model(model, c.lr, device, windows)
+        preds["mstt"], base = run_model(model, c.lr, device, windows, ensemble)
         if base is not None:
             preds["base"] = base
         rows.append({"clip": c.name, **{m: score(preds[m], c.hr) for m in methods}})
@@ -106,7 +106,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     mean = {m: {part: {k: float(np.mean([r[m][part][k] for r in rows])) for k in KEYS}
                 for part in ("all", "inputs", "new")} for m in methods}
     result = {"data": str(getattr(ds, "root", data)), "weights": str(weights) if weights else None,
-              "clips": n, "methods": methods, "windows": windows, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
+              "clips": n, "methods": methods, "windows": windows, "ensemble": ensemble, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
               "torch_threads": torch.get_num_threads()}
     if multiframe:
         from .multiframe import multiframe_gain
@@ -197,6 +197,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--multiframe", action="store_true",
                         help="also measure the multi-frame gain: input times with real neighbours vs neighbours "
                              "that carry no new information (copies of the frame; the frame warped to their times)")
+    parser.add_argument("--ensemble", action="store_true", help="the 8 flips/rotations of each window, averaged")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -206,6 +207,6 @@ def main(args) -> int:
     if args.threads:
         set_threads(args.threads)
     res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,
-                   windows=args.windows, multiframe=args.multiframe)
+                   windows=args.windows, multiframe=args.multiframe, ensemble=args.ensemble)
     print(markdown(res))
     return 0

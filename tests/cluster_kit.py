@@ -1,0 +1,71 @@
+"""A real Dask cluster for tests: ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1,
+and a worker plugin that SIGKILLs its worker at a fixed point (after its first network task)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dask_cluster(n_workers: int, log_dir: Path):
+    """(scheduler address, worker processes): one scheduler, ``n_workers`` single-thread workers
+    without a nanny (a killed worker stays dead), all stopped on exit."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))  # workers unpickle test helpers too
+    procs = []
+
+    def start(args, name):
+        log = open(log_dir / f"{name}.log", "w")
+        procs.append(subprocess.Popen([str(DASK), *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+
+    try:
+        start(["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"], "scheduler")
+        for i in range(n_workers):
+            start(["worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                   "--name", f"w{i}"], f"worker{i}")
+        yield address, procs[1:]
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+
+class KillAfterFirstNetworkTask(WorkerPlugin):
+    """On the worker named ``victim``: SIGKILL itself as soon as its first network task has
+    finished (its result held only there), so the scheduler must recover it elsewhere."""
+
+    def __init__(self, victim: str):
+        self.victim = victim
+        self.worker = None
+
+    def setup(self, worker):
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs):
+        name = key if isinstance(key, str) else str(key)
+        if finish == "memory" and "-net-" in name and self.worker.name == self.victim:
+            os.kill(os.getpid(), signal.SIGKILL)
