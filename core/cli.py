@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "info": (".cli", "print versions, devices and the deformable-conv backend"),
     "run": (".run.command", "super-resolve a stack of georeferenced frames (N in, 2N-1 out, x4)"),
+    "batch": (".run.batch", "super-resolve many stacks (folders or a manifest), locally or on a Dask cluster"),
     "train": (".training.train", "train MSTT weights"),
     "eval": (".training.evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
     "synth": (".training.synth", "make synthetic satellite-video clips or the sample stack"),

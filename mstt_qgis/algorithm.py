@@ -71,6 +71,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
     TIMES = "TIMES"
     OVERWRITE = "OVERWRITE"
     COG = "COG"
+    CLUSTER = "CLUSTER"
     OUTPUT = "OUTPUT"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
 
@@ -131,7 +132,10 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
                       "2019-07-15T18:05:30.0Z,2019-07-15T18:05:30.1Z")
         overwrite = QgsProcessingParameterBoolean(self.OVERWRITE, "Replace existing output files", False)
         cog = QgsProcessingParameterBoolean(self.COG, "Write Cloud Optimized GeoTIFFs", False)
-        for param in (tile, overlap, device, precision, times, overwrite, cog):
+        cluster = QgsProcessingParameterString(self.CLUSTER, "Dask cluster (empty = this process)", optional=True)
+        cluster.setHelp("local:N runs N worker processes on this computer; tcp://host:8786 sends the job to a "
+                        "running Dask scheduler (needs the Python packages dask and distributed).")
+        for param in (tile, overlap, device, precision, times, overwrite, cog, cluster):
             if param is not device:
                 param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -168,6 +172,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         times = self.parameterAsString(parameters, self.TIMES, context).strip() or None
         overwrite = self.parameterAsBoolean(parameters, self.OVERWRITE, context)
         cog = self.parameterAsBoolean(parameters, self.COG, context)
+        cluster = self.parameterAsString(parameters, self.CLUSTER, context).strip() or None
         out_dir = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not out_dir:
             raise QgsProcessingException("no output folder given (OUTPUT)")
@@ -197,8 +202,13 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
             options = RunOptions(weights=weights, tile_size=tile, overlap=overlap, device=device,
                                  precision=precision, times=times, overwrite=overwrite, cog=cog)
             info = validate_stack(inputs, options, out_dir=out_dir)
-            outputs = run_stack(inputs, out_dir, options,
-                                hooks=Hooks(progress=progress, is_canceled=feedback.isCanceled, log=log))
+            hooks = Hooks(progress=progress, is_canceled=feedback.isCanceled, log=log)
+            if cluster:  # Dask only when asked for (core.scale names what to install if it is missing)
+                from ..core.scale.run import run_with_cluster
+
+                outputs = run_with_cluster(cluster, inputs, out_dir, options, hooks=hooks)
+            else:
+                outputs = run_stack(inputs, out_dir, options, hooks=hooks)
         except MsttError as err:
             raise QgsProcessingException(processing_message(err, self)) from None
         feedback.pushInfo(f"elapsed: {time.perf_counter() - t0:.1f} s for {len(outputs)} frames")

@@ -19,7 +19,9 @@ import faulthandler
 faulthandler.enable()
 
 from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QObject, QTimer
+from qgis.gui import QgsCollapsibleGroupBoxBasic
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QWidget
 from qgis.utils import iface
 
@@ -79,12 +81,11 @@ def menu_action(text):
 
 
 def open_dialog():
-    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    """The dialog the plugin's menu entry opens (or brings back to the front)."""
+    from qgis.utils import plugins
 
-    before = set(QApplication.topLevelWidgets())
     menu_action("Space-time super-resolution…").trigger()
-    dialogs = [w for w in QApplication.topLevelWidgets() if isinstance(w, AlgorithmDialog) and w not in before]
-    return dialogs[0]
+    return plugins["mstt_stvsr"].dialogs["mstt:spacetimesr"]
 
 
 @step
@@ -93,6 +94,8 @@ def start():
     layers = [QgsRasterLayer(p, os.path.basename(p)[:-4], "gdal") for p in CONFIG["inputs"]]
     QgsProject.instance().addMapLayers(layers)
     FOUND["input_ids"] = [lyr.id() for lyr in layers]
+    for layer in layers:  # as a user tidies them; only the run's own layers are under test
+        QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setExpanded(False)
     iface.mapCanvas().setExtent(layers[0].extent())
     later(fill_dialog, 1500)
 
@@ -112,8 +115,10 @@ def fill(dialog, inputs, weights, out):
 def fill_dialog():
     dialog = open_dialog()
     FOUND["dialog_title"] = dialog.windowTitle()
-    dialog.resize(1100, 760)
+    dialog.resize(1100, 840)
     dialog.show()
+    advanced = dialog.findChild(QObject, "grpAdvanced")  # opened for the screenshot
+    sip.cast(advanced, QgsCollapsibleGroupBoxBasic).setCollapsed(False)
     params = fill(dialog, FOUND["input_ids"], None, CONFIG["out1"])
     FOUND["params1"] = {k: str(v) for k, v in params.items()}
     FOUND["dialog"] = dialog
@@ -183,6 +188,10 @@ def after_first_run():
     for layer_id in FOUND["input_ids"]:  # the inputs stay, hidden, so the map shows the result
         node = QgsProject.instance().layerTreeRoot().findLayer(layer_id)
         node.setItemVisibilityChecked(False)
+    window = iface.mainWindow()  # for the screenshot: the Layers panel wide, the group opened
+    window.findChild(QDockWidget, "Browser").hide()
+    window.resizeDocks([window.findChild(QDockWidget, "Layers")], [470], Qt.Horizontal)
+    QgsProject.instance().layerTreeRoot().children()[0].setExpanded(True)
     later(shoot_result, 2500)
 
 

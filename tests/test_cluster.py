@@ -107,3 +107,60 @@ def test_the_single_process_path_never_imports_dask():
     code = ("import sys; from mstt_stvsr.core.run import command, pipeline; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("cluster", [None, "local:2"])
+def test_batch_of_three_stacks_with_one_bad(tmp_path, cluster, capsys):
+    """Two good stacks (a folder and a CSV manifest row) and a bad one (a single frame): the
+    good ones are written, the bad one reports its error and writes nothing, exit status 1."""
+    from mstt_stvsr.core import cli
+    from mstt_stvsr.core.net.weights import save_weights
+
+    weights = str(save_weights(tiny_mstt(), tmp_path / "tiny.safetensors"))
+    write_stack(tmp_path / "a", n=3, h=24, w=24)
+    write_stack(tmp_path / "b", n=2, h=20, w=28, seed=1)
+    write_stack(tmp_path / "bad", n=1, h=20, w=20)
+    (tmp_path / "list.csv").write_text("inputs,output\nb/*.tif,out/b\n")
+    argv = ["batch", str(tmp_path / "a"), str(tmp_path / "bad"), "--manifest", str(tmp_path / "list.csv"),
+            "-o", str(tmp_path / "out"), "--weights", weights, "--tile-size", "80", "--device", "cpu"]
+    code = cli.main(argv + (["--cluster", cluster] if cluster else []))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "batch: 3 stacks, 2 done, 1 failed" in err and "failed: bad: " in err and "at least 2 frames" in err
+    for name, n in (("a", 3), ("b", 2)):
+        frames = sorted((tmp_path / "out" / name).iterdir())
+        assert len(frames) == 2 * n - 1 and all(p.suffix == ".tif" for p in frames)
+        with rasterio.open(frames[-1]) as ds:
+            assert ds.tags()["MSTT_OUTPUT_INDEX"] == str(2 * n - 2)
+    assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_worker_python_inside_an_application_that_embeds_python():
+    import sys
+
+    from mstt_stvsr.core.scale.cluster import worker_python
+
+    assert worker_python() == sys.executable
+    found = worker_python("/usr/bin/qgis_process.bin")
+    assert found != "/usr/bin/qgis_process.bin" and "python" in found.rsplit("/", 1)[1]
+
+
+@pytest.mark.qgis
+def test_qgis_cluster_parameter_through_qgis_process(scene, tmp_path):
+    """CLUSTER=local:2 from qgis_process (sys.executable there is the QGIS binary): the
+    workers start with a real interpreter and the frames equal the single-process run's."""
+    from qgis_fixtures import ALG, QGIS_PROCESS, headless_env, run_qgis_process
+
+    if not QGIS_PROCESS.exists():
+        pytest.skip("no .venv/bin/qgis_process: run `make setup`")
+    from mstt_stvsr.core.net.weights import save_weights
+
+    weights = save_weights(tiny_mstt(), tmp_path / "tiny.safetensors")
+    paths, single = scene
+    res = run_qgis_process(["run", ALG, "--", *[f"INPUT={p}" for p in paths], f"WEIGHTS={weights}",
+                            "TILE_SIZE=80", "OVERLAP=16", "DEVICE=cpu", "CLUSTER=local:2",
+                            f"OUTPUT={tmp_path / 'out'}"], env=headless_env(tmp_path / "profile"), timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Dask cluster local:2: 2 worker(s)" in res.stdout
+    ours = sorted(str(p) for p in (tmp_path / "out").glob("*.tif"))
+    assert compare(ours, single) <= DN

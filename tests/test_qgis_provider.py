@@ -15,7 +15,7 @@ PARAMS = {
     "INPUT": ("multilayer", False), "WEIGHTS": ("file", True), "TILE_SIZE": ("enum", False),
     "OVERLAP": ("number", False), "DEVICE": ("enum", False), "PRECISION": ("enum", False),
     "TIMES": ("string", True), "OVERWRITE": ("boolean", False), "COG": ("boolean", False),
-    "OUTPUT": ("folderDestination", False),
+    "CLUSTER": ("string", True), "OUTPUT": ("folderDestination", False),
 }
 
 

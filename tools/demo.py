@@ -21,7 +21,6 @@ SAMPLE = REPO / "resources" / "sample"
 OUT = REPO / "demo_out"
 QGIS_PROCESS = REPO / ".venv" / "bin" / "qgis_process"
 DEFAULT_WEIGHTS = REPO / "resources" / "weights" / "mstt_default.safetensors"
-SCALE = 4
 
 
 def to_uint8(data):
@@ -75,6 +74,8 @@ def write_preview(inputs, outputs, path):
     """Bicubic x4 of an input frame vs ours at the same time; and for the new frame right after
     it, the bicubic blend of its two neighbours (what simple interpolation gives) vs ours."""
     from PIL import Image
+
+    from mstt_stvsr.core.net.spec import SCALE
 
     k = (len(inputs) - 1) // 2  # a middle input frame, and the new frame after it
     lr = [Image.fromarray(read_rgb(p)) for p in inputs[k:k + 2]]

@@ -134,21 +134,13 @@ class OutputSet:
         self._make_folder()
         try:
             stale = self.claim.acquire()
-        except OSError as exc:
-            self._remove_created()
-            raise InputError(f"cannot write in output folder {self.out_dir}: {exc.strerror or exc}") from None
-        except BaseException:
-            self._remove_created()
-            raise
-        try:
             self.check_existing()  # another run may have finished these outputs meanwhile
             self._clear_leftovers(stale)
             self.work.mkdir()
-        except OSError as exc:
-            self.discard()
-            raise InputError(f"cannot write in output folder {self.out_dir}: {exc.strerror or exc}") from None
-        except BaseException:
-            self.discard()
+        except BaseException as exc:
+            self.discard()  # releases only a claim it holds, removes only the folders it made
+            if isinstance(exc, OSError) and not isinstance(exc, InputError):
+                raise InputError(f"cannot write in output folder {self.out_dir}: {exc.strerror or exc}") from None
             raise
 
     def _make_folder(self) -> None:

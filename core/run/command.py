@@ -14,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("inputs", nargs="+", metavar="FRAME", help="input frames in time order (any raster GDAL reads)")
     add("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the 2N-1 output GeoTIFFs")
+    add_options(parser)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a run (``RunOptions``, the cluster, quiet), shared with ``batch``."""
+    add = parser.add_argument
     add("--weights", metavar="W", help="weights file (.safetensors or upstream .pth); default: the shipped weights")
     add("--tile-size", type=int, metavar="N",
         help="tile size in input pixels, rounded up to a multiple of 80 (default: 160 on CPU, fitted to GPU memory)")

@@ -4,6 +4,12 @@ version of the package."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from .. import plugin_version
 from ..errors import InputError, MsttError
@@ -30,6 +36,36 @@ def worker_version() -> str:
     return plugin_version()
 
 
+def worker_python(executable: str = sys.executable) -> str:
+    """The Python interpreter that starts local worker processes: this one, or, inside an
+    application that embeds Python (in QGIS ``sys.executable`` is the QGIS binary), an
+    installed interpreter of exactly this Python build (the workers get this process's
+    ``sys.path``, so its standard library and packages must match), checked by running it.
+    Even a ``sys.executable`` named python is checked: an embedded Python sets it to the first
+    ``python3`` on PATH, which may be another build."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    seen = [Path(executable)] if executable else []
+    for root in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        seen += [Path(root) / "bin" / f"python{version}", Path(root) / "bin" / "python3", Path(root) / "python.exe"]
+    seen.append(Path(shutil.which(f"python{version}") or "/nonexistent"))
+    for cand in dict.fromkeys(seen):
+        if cand.is_file() and os.access(cand, os.X_OK) and same_python(str(cand)):
+            return str(cand)
+    raise MsttError(f"no Python {sys.version.split()[0]} interpreter like this one found to start local Dask "
+                    "workers; start a Dask scheduler and workers yourself and give its address (tcp://host:8786)")
+
+
+def same_python(candidate: str) -> bool:
+    """Whether ``candidate`` is this very Python build and imports Dask and this package."""
+    code = "import sys, distributed, mstt_stvsr.core; print(sys.version)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        out = subprocess.run([candidate, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == sys.version.strip()
+
+
 @contextlib.contextmanager
 def connect(address: str, timeout: float = 30):
     """A ``distributed.Client`` for ``address``, closed (and a local cluster stopped) on exit."""
@@ -39,6 +75,9 @@ def connect(address: str, timeout: float = 30):
     cluster = None
     try:
         if kind == "local":
+            python = worker_python()
+            if python != sys.executable:
+                multiprocessing.set_executable(python)  # the spawn context starts the workers
             cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
                                    dashboard_address=None, host="127.0.0.1")
             client = Client(cluster, timeout=timeout)

@@ -8,6 +8,8 @@ process only when every task succeeded, and any failure or cancel leaves no outp
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from types import SimpleNamespace
 
@@ -50,14 +52,16 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
         outs.prepare()
         for line in outs.notes:
             hooks.say(line)
-        plugin_name = f"mstt-network-{outs.token}"
+        plugin_name = plugin_key(weights, options) if weights else f"mstt-network-{outs.token}"
         spec = tasks.Spec(info=info, scaler=value_scaler(info), groups=tuple(band_groups(len(info.color_bands))),
                           plan=tuple(plan_windows(info.n_frames, options.windows)), tile=tile,
                           overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
-                          flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1)
+                          flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1,
+                          ensemble=options.ensemble)
+        blob = weights_for_workers(client, weights)
         client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
                                                    device=options.device, precision=options.precision,
-                                                   threads=options.threads), name=plugin_name)
+                                                   threads=options.threads, blob=blob), name=plugin_name)
         futures, regions, assembled = submit(client, spec, outs, block_tiles, hooks)
         dev, dtype = wait_all(client, futures, regions, hooks)
         job = SimpleNamespace(info=info, net=model, tile=tile, grid=spec.grid, dtype=dtype, dev=dev, plan=spec.plan)
@@ -77,12 +81,28 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
         outs.discard()
         raise
     finally:
-        if plugin_name is not None:
+        if plugin_name is not None and not weights:  # a weights file's network stays loaded for later runs
             try:
                 client.unregister_worker_plugin(plugin_name)
             except Exception:  # the cluster may be gone: its plugins went with it
                 pass
         outs.close()
+
+
+def plugin_key(weights: str, options: RunOptions) -> str:
+    """One network per worker for a weights file and device choice, shared by every run
+    (and every stack of a batch) that uses them: loaded once per worker process."""
+    ident = f"{os.path.realpath(weights)}|{os.path.getmtime(weights)}|{options.device}|{options.precision}|{options.threads}"
+    return "mstt-network-" + hashlib.sha1(ident.encode()).hexdigest()[:12]
+
+
+def weights_for_workers(client, weights) -> bytes | None:
+    """The weights file's bytes when some worker cannot read its path (sent once per worker
+    with the network plugin), else None: workers read it from shared storage."""
+    if not weights or all(client.run(os.path.exists, weights).values()):
+        return None
+    with open(weights, "rb") as f:
+        return f.read()
 
 
 def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tuple:

@@ -50,6 +50,7 @@ class Spec:
     flow_kind: str
     plugin: str  # name of the run's NetworkPlugin on the workers
     per_forward: int = 1
+    ensemble: bool = False
 
     def grid(self):
         from ..run.pipeline import make_grid
@@ -65,10 +66,13 @@ class Spec:
 
 class NetworkPlugin(WorkerPlugin):
     """The network on one worker: loaded at its first task, kept for the worker's life.
-    Carries the weights path, or the caller's model (pickled once per worker)."""
+    Carries the weights path, with the file's bytes where some worker cannot read that path,
+    or the caller's model (pickled once per worker)."""
 
-    def __init__(self, weights=None, model=None, device: str = "auto", precision: str = "auto", threads=None):
-        self.weights, self.model = weights, model
+    def __init__(self, weights=None, model=None, device: str = "auto", precision: str = "auto", threads=None,
+                 blob: bytes | None = None):
+        self.weights, self.model, self.blob = weights, model, blob
+        self.idempotent = model is None  # a weights file's network, once registered, is kept (and reused)
         self.device, self.precision, self.threads = device, precision, threads
         self._loaded = None
 
@@ -85,9 +89,21 @@ class NetworkPlugin(WorkerPlugin):
                 device.set_threads(self.threads)
             dev = device.resolve_device(self.device)
             dtype = device.resolve_precision(self.precision, dev)
-            model = self.model if self.model is not None else load_model(self.weights)
+            model = self.model if self.model is not None else load_model(self._readable())
             self._loaded = (device.prepare_model(model, dev), dev, dtype)
         return self._loaded
+
+
+    def _readable(self) -> str:
+        """The weights path, or a private copy of the sent bytes where this worker lacks it."""
+        if os.path.exists(self.weights) or self.blob is None:
+            return self.weights
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=Path(self.weights).suffix, prefix="mstt-weights-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.blob)
+        return path
 
 
 def block_regions(grid, per_block: int) -> list:
@@ -204,7 +220,7 @@ def worker_job(spec: Spec, net, dev, dtype):
     return Job(info=spec.info, outs=None, net=net, dev=dev, dtype=dtype, tile=spec.tile, overlap=spec.overlap,
                margin=spec.margin, per_forward=spec.per_forward, scaler=spec.scaler, groups=list(spec.groups),
                plan=list(spec.plan), tracker=Progress(None, None), clock=Clock(None, dev),
-               stager=HostStager(dev, slots=2), flows=DiskFlows(spec))
+               stager=HostStager(dev, slots=2), flows=DiskFlows(spec), ensemble=spec.ensemble)
 
 
 def assemble_task(spec: Spec, p: int, dest: str, parts: list, *after) -> str:
