@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
-APT_PKGS := qgis python3-qgis qgis-providers python3-rasterio python3-gdal gdal-bin python3-opencv python3-pil python3-tqdm
+# xvfb + xauth: tests/test_qgis_desktop.py runs the QGIS desktop on a virtual display (xvfb-run)
+APT_PKGS := qgis python3-qgis qgis-providers python3-rasterio python3-gdal gdal-bin python3-opencv python3-pil python3-tqdm \
+            xvfb xauth
 PIP_PKGS := torch==2.13.0 safetensors tqdm pytest dask==2024.12.1 distributed==2024.12.1
 STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
@@ -16,8 +18,8 @@ setup: $(STAMP)
 # Everything setup needs, once; re-runs only when the recipe inputs change.
 $(STAMP): Makefile pyproject.toml tools/qgis_process.sh
 	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
-	  echo "== apt: installing QGIS, GDAL, rasterio, OpenCV"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) xauth >/dev/null; }
+	  echo "== apt: installing QGIS, GDAL, rasterio, OpenCV, Xvfb"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; }
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@echo "numpy<2" > $(VENV)/constraints.txt
 	@$(PY) -c "import torch, safetensors, tqdm, pytest, dask, distributed; assert torch.__version__.startswith('2.13.0'); assert dask.__version__ == distributed.__version__ == '2024.12.1'" 2>/dev/null || { \

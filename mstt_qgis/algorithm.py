@@ -20,7 +20,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.net.spec import MULTIPLE
-from ..core.run.options import DEVICES, PRECISIONS
+from ..core.run.options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES
 from . import deps
 from .about import ICON
 
@@ -72,6 +72,8 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
     OVERWRITE = "OVERWRITE"
     COG = "COG"
     CLUSTER = "CLUSTER"
+    WINDOWS = "WINDOWS"
+    ENSEMBLE = "ENSEMBLE"
     OUTPUT = "OUTPUT"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
 
@@ -124,7 +126,13 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         device.setHelp("auto: a CUDA GPU if PyTorch sees one, else the CPU.")
         precision = QgsProcessingParameterEnum(self.PRECISION, "Precision", list(PRECISIONS), defaultValue="auto")
         precision.setHelp("auto: bf16/fp16 on a GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32.")
-        for enum in (tile, device, precision):
+        windows = QgsProcessingParameterEnum(self.WINDOWS, "Time windows", list(WINDOW_MODES),
+                                             defaultValue=DEFAULT_WINDOWS)
+        windows.setHelp("fast: one network window per 3 input frames (about 3x fewer than central, the same "
+                        "quality with the shipped weights); central: each output from the window where it is "
+                        "most central (N-1 windows).")
+        ensemble = QgsProcessingParameterBoolean(self.ENSEMBLE, "Self-ensemble (8 flips/rotations, 8x slower)", False)
+        for enum in (tile, device, precision, windows):
             enum.setUsesStaticStrings(True)  # DEVICE=cpu, TILE_SIZE=160 on the command line and in models
         times = QgsProcessingParameterString(
             self.TIMES, "Frame times (empty = from the frames' metadata)", optional=True)
@@ -135,7 +143,7 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         cluster = QgsProcessingParameterString(self.CLUSTER, "Dask cluster (empty = this process)", optional=True)
         cluster.setHelp("local:N runs N worker processes on this computer; tcp://host:8786 sends the job to a "
                         "running Dask scheduler (needs the Python packages dask and distributed).")
-        for param in (tile, overlap, device, precision, times, overwrite, cog, cluster):
+        for param in (tile, overlap, device, precision, windows, ensemble, times, overwrite, cog, cluster):
             if param is not device:
                 param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -183,26 +191,13 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         from ..core.run.options import RunOptions
         from ..core.run.pipeline import Hooks, run_stack, validate_stack
 
-        last_text = [None]
-
-        def progress(fraction, message):
-            feedback.setProgress(100.0 * fraction)
-            phase = message.split(", tile")[0]  # one log line per phase, not per tile
-            if phase != last_text[0]:
-                last_text[0] = phase
-                feedback.setProgressText(phase)
-
-        def log(line):
-            if line.startswith("note:"):
-                feedback.pushWarning(processing_message(line, self))
-            else:
-                feedback.pushInfo(line)
-
         try:
             options = RunOptions(weights=weights, tile_size=tile, overlap=overlap, device=device,
-                                 precision=precision, times=times, overwrite=overwrite, cog=cog)
+                                 precision=precision, times=times, overwrite=overwrite, cog=cog,
+                                 windows=self.parameterAsEnumString(parameters, self.WINDOWS, context) or DEFAULT_WINDOWS,
+                                 ensemble=self.parameterAsBoolean(parameters, self.ENSEMBLE, context))
             info = validate_stack(inputs, options, out_dir=out_dir)
-            hooks = Hooks(progress=progress, is_canceled=feedback.isCanceled, log=log)
+            hooks = Hooks(**self._reporting(feedback))
             if cluster:  # Dask only when asked for (core.scale names what to install if it is missing)
                 from ..core.scale.run import run_with_cluster
 
@@ -234,11 +229,31 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         return {}
 
     # -- helpers -----------------------------------------------------------------------------
+    def _reporting(self, feedback) -> dict:
+        """The engine's Hooks arguments that report to ``feedback``: one progress text per phase
+        (not per tile: each is a line in the dialog's log), notes as warnings."""
+        last_text = [None]
+
+        def progress(fraction, message):
+            feedback.setProgress(100.0 * fraction)
+            phase = message.split(", tile")[0]
+            if phase != last_text[0]:
+                last_text[0] = phase
+                feedback.setProgressText(phase)
+
+        def log(line):
+            if line.startswith("note:"):
+                feedback.pushWarning(processing_message(line, self))
+            else:
+                feedback.pushInfo(line)
+
+        return dict(progress=progress, is_canceled=feedback.isCanceled, log=log)
+
     def _enum_names(self, parameters) -> dict:
         """DEVICE=1 as qgis_process help suggests (an option's number) taken as that option's
         name (DEVICE=cpu): the names are never numbers, so this is unambiguous."""
         parameters = dict(parameters)
-        for name, choices in ((self.DEVICE, DEVICES), (self.PRECISION, PRECISIONS)):
+        for name, choices in ((self.DEVICE, DEVICES), (self.PRECISION, PRECISIONS), (self.WINDOWS, WINDOW_MODES)):
             value = parameters.get(name)
             if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).strip().isdigit() \
                     and int(value) < len(choices):

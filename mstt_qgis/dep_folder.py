@@ -8,7 +8,6 @@ the folder as it was.
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.metadata
 import os
 import shutil
 import sys
@@ -17,14 +16,6 @@ from pathlib import Path
 from .install_plan import EXTENSIONS, normalize, spec_is_compiled
 
 NOT_MODULES = (".dist-info", ".data", ".egg-info", ".pth")
-
-
-def installed(folder: Path) -> dict:
-    """{normalized project name: version} of what the folder holds."""
-    if not folder.is_dir():
-        return {}
-    return {normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(folder)])
-            if d.metadata["Name"]}
 
 
 def remove_project(folder: Path, name: str) -> bool:

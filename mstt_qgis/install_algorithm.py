@@ -24,8 +24,8 @@ HELP = "\n".join((
     "only. Nothing outside it changes, and QGIS's own packages (numpy, GDAL, PyQt, rasterio, OpenCV) are "
     "never replaced or hidden: they are pinned to the versions QGIS has. Uninstall: delete that folder.",
     f"<b>Size:</b> the CPU build is {deps.size_text('cpu')}; a CUDA build is {deps.size_text('cuda')}.",
-    "<b>Build:</b> CPU works everywhere (on a Mac with Apple silicon, PyTorch uses its GPU too). Choose a "
-    "CUDA build only with an NVIDIA GPU whose driver is at least the version named.",
+    "<b>Build:</b> CPU works everywhere (on macOS it is the only one). Choose a CUDA build only with an "
+    "NVIDIA GPU whose driver is at least the version named (nvidia-smi shows it); the installer checks.",
     "<b>Offline or behind a mirror:</b> set <i>Package index</i> to your mirror, or empty it and give a "
     "<i>Folder of wheel files</i>; empty the <i>PyTorch index</i> when the mirror or folder holds torch. "
     "pip's own settings (pip.conf / pip.ini, HTTPS_PROXY) apply too.",
@@ -98,9 +98,10 @@ class InstallDepsAlgorithm(QgsProcessingAlgorithm):
             reinstall=self.parameterAsBoolean(parameters, self.REINSTALL, context))
         folder = deps.deps_folder(QgsApplication.qgisSettingsDirPath())
 
-        def progress(fraction, text):
+        def progress(fraction, text=None):
             feedback.setProgress(100.0 * fraction)
-            feedback.setProgressText(text)
+            if text:
+                feedback.setProgressText(text)
 
         hooks = Hooks(progress=progress, log=feedback.pushInfo, console=feedback.pushConsoleInfo,
                       is_canceled=feedback.isCanceled)

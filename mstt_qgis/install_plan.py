@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .deps import TORCH_VERSION
 
+DASK_VERSION = "2024.12.1"  # dask and distributed as the Makefile installs them and the cluster tests run
 PYPI = "https://pypi.org/simple"
 TORCH_INDEX = "https://download.pytorch.org/whl"
 # build -> (label, lowest NVIDIA driver major version); variants of PyTorch's own index
@@ -61,7 +62,7 @@ def requirements(request: Request, system: str, missing=()) -> list:
     reqs = [torch_requirement(request, system), "safetensors"]
     reqs += [{"rasterio": "rasterio", "cv2": "opencv-python-headless"}[m] for m in ("rasterio", "cv2") if m in missing]
     if request.dask:
-        reqs.append("dask[distributed]")
+        reqs += [f"dask=={DASK_VERSION}", f"distributed=={DASK_VERSION}"]
     return reqs
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import deps
-from .dep_folder import installed, move_in, remove_project, screen
+from .dep_folder import move_in, remove_project, screen
 from .install_plan import BUILDS, Request, compiled_constraints, requirements, source_args, uses_torch_index
 from .pip_runner import Pip, PipError, PipProgress, find_pip, pip_env, run_pip
 from .qgis_python import find_python, hidden_window
@@ -45,7 +45,7 @@ class Canceled(InstallError):
 
 @dataclass
 class Hooks:
-    progress: Callable = lambda fraction, text: None
+    progress: Callable = lambda fraction, text=None: None  # text: a new stage, or None
     log: Callable = lambda line: None  # the installer's own lines
     console: Callable = lambda line: None  # pip's output, line by line
     is_canceled: Callable = lambda: False
@@ -134,7 +134,7 @@ def check_gpu(request: Request, system: str, log) -> None:
     if min_driver is None:
         return
     if system == "Darwin":
-        raise InstallError("PyTorch has no CUDA build for macOS; choose CPU (it uses Apple's GPU by itself)")
+        raise InstallError("PyTorch has no CUDA build for macOS; choose the CPU build")
     nvidia_smi = shutil.which("nvidia-smi")
     try:
         out = subprocess.run([nvidia_smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],

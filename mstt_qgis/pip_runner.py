@@ -190,30 +190,36 @@ def pip_env(base: dict | None = None, folder: Path | None = None) -> dict:
 
 class PipProgress:
     """pip's output as progress over [lo, hi): one step per package it collects or downloads,
-    refined by "Progress <done> of <total>" lines (``--progress-bar raw``) within a download."""
+    refined by "Progress <done> of <total>" lines (``--progress-bar raw``) within a download.
+    Its lines go to ``hooks.console``; a progress text only when the stage or a download's
+    tenth changes (each text is a line in the dialog's log)."""
 
     def __init__(self, hooks, lo: float, hi: float, expected: int = 1):
         self.hooks, self.lo, self.hi = hooks, lo, hi
         self.expected, self.done, self.current = max(1, expected), 0, ""
-        self.last_text = ""
+        self.tenth = None
 
     def __call__(self, line: str) -> None:
         text = line.strip()
         if text.startswith("Progress ") and " of " in text:
             a, _, b = text[len("Progress "):].partition(" of ")
             if a.isdigit() and b.isdigit() and int(b):
-                self._show(int(a) / int(b), f"downloading {self.current}: {int(a) / 1e6:.0f} of {int(b) / 1e6:.0f} MB")
-            return  # many per second: progress only, not the log
+                tenth = 10 * int(a) // int(b)
+                label = f"downloading {self.current}: {int(a) / 1e6:.0f} of {int(b) / 1e6:.0f} MB"
+                self._show(int(a) / int(b), label if tenth != self.tenth else None)
+                self.tenth = tenth
+            return  # several a second: progress only, not the log
         self.hooks.console(line)
         for word in ("Collecting ", "Downloading ", "Processing ", "Using cached "):
             if text.startswith(word):
                 self.done += word != "Downloading "  # a download follows its "Collecting" line
                 self.current = text[len(word):].split(" ")[0].rsplit("/", 1)[-1]
-                self._show(0.0, f"{word.strip().lower()} {self.current}")
+                self.tenth = None
+                self._show(0.0, None)
         if text.startswith("Installing collected packages"):
             self._show(1.0, "unpacking " + text.split(":", 1)[-1].strip())
 
-    def _show(self, within: float, text: str) -> None:
+    def _show(self, within: float, text) -> None:
         self.expected = max(self.expected, self.done)
         fraction = min(1.0, (max(self.done - 1, 0) + within) / self.expected)
         self.hooks.progress(self.lo + (self.hi - self.lo) * fraction, text)

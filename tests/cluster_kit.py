@@ -24,7 +24,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def dask_cluster(n_workers: int, log_dir: Path):
-    """(scheduler address, worker processes): one scheduler, ``n_workers`` single-thread workers
+    """(scheduler address, scheduler process, worker processes): one scheduler, ``n_workers`` single-thread workers
     without a nanny (a killed worker stays dead), all stopped on exit."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))  # workers unpickle test helpers too
@@ -40,7 +40,7 @@ def dask_cluster(n_workers: int, log_dir: Path):
         for i in range(n_workers):
             start(["worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
                    "--name", f"w{i}"], f"worker{i}")
-        yield address, procs[1:]
+        yield address, procs[0], procs[1:]
     finally:
         for p in reversed(procs):
             if p.poll() is None:

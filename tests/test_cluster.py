@@ -76,7 +76,7 @@ def test_a_worker_killed_mid_run_loses_nothing(scene, tmp_path):
     from cluster_kit import KillAfterFirstNetworkTask, dask_cluster
 
     paths, single = scene
-    with dask_cluster(2, tmp_path) as (address, workers):
+    with dask_cluster(2, tmp_path) as (address, _, workers):
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
             client.register_plugin(KillAfterFirstNetworkTask("w0"), name="kill-w0")
@@ -164,3 +164,41 @@ def test_qgis_cluster_parameter_through_qgis_process(scene, tmp_path):
     assert "Dask cluster local:2: 2 worker(s)" in res.stdout
     ours = sorted(str(p) for p in (tmp_path / "out").glob("*.tif"))
     assert compare(ours, single) <= DN
+
+
+def test_cluster_gone_mid_run_fails_clearly_and_leaves_nothing(scene, tmp_path):
+    """The scheduler is SIGKILLed once the first tasks are done: a clear error, no output."""
+    from distributed import Client
+
+    from cluster_kit import dask_cluster
+    from mstt_stvsr.core.errors import MsttError
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    paths, _ = scene
+    with dask_cluster(1, tmp_path) as (address, scheduler, _):
+        def progress(fraction, message):
+            if scheduler.poll() is None:
+                scheduler.kill()
+
+        with Client(address, timeout=10) as client:
+            client.wait_for_workers(1, timeout=120)
+            with pytest.raises(MsttError, match="Dask"):
+                run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK,
+                                  hooks=Hooks(progress=progress))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_cancel_cancels_the_tasks_and_leaves_nothing(scene, tmp_path):
+    from distributed import Client
+
+    from mstt_stvsr.core.errors import Canceled
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    paths, _ = scene
+    seen = []
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        with pytest.raises(Canceled):
+            run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK,
+                              hooks=Hooks(progress=lambda f, m: seen.append(f), is_canceled=lambda: bool(seen)))
+        assert not [k for k in client.who_has() if str(k).startswith("mstt-")]  # nothing left on the cluster
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

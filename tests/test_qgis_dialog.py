@@ -40,7 +40,7 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import (
         QgsApplication, QgsProcessingContext, QgsRasterLayer, QgsRasterLayerTemporalProperties,
-        QgsTemporalNavigationObject, QgsUnitTypes,
+        QgsInterval, QgsTemporalNavigationObject, QgsUnitTypes,
     )
     from qgis.gui import QgsMapCanvas
     from qgis.PyQt.QtWidgets import QComboBox
@@ -50,6 +50,8 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     project.addMapLayers(layers)
     canvas = QgsMapCanvas()
     nav = QgsTemporalNavigationObject(canvas)
+    nav.setNavigationMode(QgsTemporalNavigationObject.Animated)  # the Temporal Controller already on
+    nav.setFrameDuration(QgsInterval(1, QgsUnitTypes.TemporalHours))  # and its default step
     canvas.setTemporalController(nav)
     monkeypatch.setattr(qgis.utils, "iface", _Iface(canvas))
 

@@ -37,9 +37,12 @@ def wheelhouse() -> Path:
     """torch and safetensors as the venv has them, their dependencies and pip, as wheels; kept in
     build/ so later runs need no index. pip reaches them as `make setup` did (its configuration)."""
     torch_version = _venv_version("torch")
-    wanted = [f"torch=={torch_version}", f"safetensors=={_venv_version('safetensors')}", "pip", "markupsafe>=3"]
+    from mstt_stvsr.mstt_qgis.install_plan import DASK_VERSION
+
+    wanted = [f"torch=={torch_version}", f"safetensors=={_venv_version('safetensors')}", "pip", "markupsafe>=3",
+              f"dask=={DASK_VERSION}", f"distributed=={DASK_VERSION}"]
     have = {p.name.split("-")[0].lower() for p in WHEELHOUSE.glob("*.whl")}
-    if not {"torch", "safetensors", "pip", "markupsafe", "sympy"} <= have:
+    if not {"torch", "safetensors", "pip", "markupsafe", "sympy", "dask", "distributed"} <= have:
         got = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "download", "-q", "--only-binary", ":all:",
                               "-d", str(WHEELHOUSE), *wanted], capture_output=True, text=True, timeout=1800)
         if got.returncode != 0:
@@ -164,6 +167,22 @@ def test_no_module_qgis_has_imported_is_shadowed(installed, tmp_path):
     assert bad["yaml"] and bad["shadowed"] == ["yaml"] and [m[0] for m in bad["moved"]] == ["yaml"], bad
 
 
+def test_dask_option_adds_dask_beside_torch(installed, wheelhouse):
+    """The cluster option's packages into the same folder, later: torch stays as it was."""
+    profile, folder, _ = installed
+    torch_info = next(folder.glob("torch-*.dist-info"))
+    stamp = torch_info.stat().st_mtime_ns
+    ran = run_qgis_process(["run", "mstt:installdeps", "--", "DASK=true", "INDEX_URL=", "TORCH_INDEX_URL=",
+                            f"FIND_LINKS={wheelhouse}"], env=user_env(profile), binary=QGIS_PROCESS_BIN, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    said = ran.stdout
+    assert "dask 2024.12.1" in said.split("installed into")[1] and "distributed 2024.12.1" in said
+    assert "torch" not in said.split("installed into")[1].split(". Versions")[0]  # not reinstalled
+    assert torch_info.stat().st_mtime_ns == stamp
+    for theirs in ("yaml", "numpy", "markupsafe"):  # QGIS's compiled copies serve dask too
+        assert not (folder / theirs).exists(), theirs
+
+
 def _in_process_install(request_kwargs, folder, hooks, wheelhouse, tmp_path):
     """installer.install in this process, for Debian's Python, pip hidden, the wheel folder only."""
     from mstt_stvsr.mstt_qgis.install_plan import Request
@@ -175,15 +194,20 @@ def _in_process_install(request_kwargs, folder, hooks, wheelhouse, tmp_path):
 
 
 def test_cancel_during_the_install_leaves_the_folder_as_it_was(tmp_path, wheelhouse):
+    """Canceled while pip unpacks into the staging folder (after resolving, torch already taken)."""
     from mstt_stvsr.mstt_qgis.installer import Canceled, Hooks
 
     folder = tmp_path / "deps"
-    texts = []
-    hooks = Hooks(progress=lambda f, t: texts.append(t),
-                  is_canceled=lambda: any(t.startswith(("unpacking", "processing safetensors")) for t in texts))
+    lines = []
+
+    def installing(name):
+        resolved = next((i for i, ln in enumerate(lines) if ln.startswith("Would install")), None)
+        return resolved is not None and any(ln.startswith("Processing") and name in ln for ln in lines[resolved:])
+
+    hooks = Hooks(console=lines.append, is_canceled=lambda: installing("safetensors"))
     with pytest.raises(Canceled, match="nothing was installed"):
         _in_process_install({}, folder, hooks, wheelhouse, tmp_path)
-    assert any(t.startswith("processing torch") for t in texts)  # it was under way
+    assert installing("torch")  # it was under way
     assert not folder.exists() and not folder.with_name("deps.staging").exists()
 
 
@@ -223,7 +247,8 @@ def test_plan_per_platform_and_build():
     assert "--extra-index-url" not in source_args(cpu, "Darwin")
     cuda = Request(build="cu130", dask=True)
     assert requirements(cuda, "Windows", missing=["rasterio", "cv2"]) == [
-        "torch==2.13.0+cu130", "safetensors", "rasterio", "opencv-python-headless", "dask[distributed]"]
+        "torch==2.13.0+cu130", "safetensors", "rasterio", "opencv-python-headless", "dask==2024.12.1",
+        "distributed==2024.12.1"]
     assert source_args(cuda, "Linux")[-1] == "https://download.pytorch.org/whl/cu130"
     offline = Request(index_url="", torch_index_url="", find_links="/media/wheels")
     assert source_args(offline, "Linux") == ["--no-index", "--find-links", "/media/wheels"]

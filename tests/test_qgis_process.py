@@ -169,3 +169,21 @@ def test_package_zip_installs_into_an_empty_profile(tmp_path, small_stack, tiny_
     ran = run_qgis_process(args, env=env, binary=QGIS_PROCESS_BIN)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert len(list((tmp_path / "out").glob("*.tif"))) == 5
+
+
+def test_windows_and_ensemble_options(env, tmp_path, small_stack, tiny_weights):
+    """WINDOWS and ENSEMBLE reach the engine: the central plan runs 2 windows for 3 frames,
+    fast runs 1, and the ensemble run differs from the plain one."""
+    base = ["run", ALG, "--", *[f"INPUT={p}" for p in small_stack], f"WEIGHTS={tiny_weights}", "DEVICE=cpu"]
+    central = run_qgis_process([*base, "WINDOWS=1", f"OUTPUT={tmp_path / 'c'}"], env=env)  # an option's number
+    assert central.returncode == 0, central.stdout + central.stderr
+    assert "2 time window(s), central plan" in central.stdout + central.stderr
+    fast = run_qgis_process([*base, "WINDOWS=fast", f"OUTPUT={tmp_path / 'f'}"], env=env)
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    assert "1 time window(s), fast plan" in fast.stdout + fast.stderr
+    ens = run_qgis_process([*base, "ENSEMBLE=true", f"OUTPUT={tmp_path / 'e'}"], env=env)
+    assert ens.returncode == 0, ens.stdout + ens.stderr
+    plain = sorted((tmp_path / "f").glob("*.tif"))
+    ensembled = sorted((tmp_path / "e").glob("*.tif"))
+    assert len(plain) == len(ensembled) == 2 * len(small_stack) - 1
+    assert not all(_frames_equal(a, b) for a, b in zip(plain, ensembled))

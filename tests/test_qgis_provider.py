@@ -63,18 +63,34 @@ def test_tile_and_overlap_have_real_defaults_that_run_as_shown(qgis_app):
     assert (overlap.minimum(), overlap.maximum()) == (0, device.MIN_TILE - 1)
 
 
-def test_help_is_one_paragraph_per_line(qgis_app):
+@pytest.mark.parametrize("alg_id", [ALG, "mstt:installdeps"])
+def test_help_is_one_paragraph_per_line(qgis_app, alg_id):
     """QGIS's help panel and qgis_process make each line of the help one paragraph: every line is
     whole sentences, with no block tags of its own."""
     from qgis.core import QgsApplication
 
-    text = QgsApplication.processingRegistry().algorithmById(ALG).shortHelpString()
+    text = QgsApplication.processingRegistry().algorithmById(alg_id).shortHelpString()
     lines = text.split("\n")
     assert len(lines) >= 5
     for line in lines:
         assert line.strip() == line and line, repr(line)
         assert not any(tag in line for tag in ("<p>", "</p>", "<br", "<div")), line
         assert line.rstrip(")").endswith((".", ":")), f"not a whole paragraph: {line[-60:]!r}"
+
+
+def test_installer_algorithm_is_registered_with_its_choices(qgis_app):
+    from qgis.core import QgsApplication, QgsProcessingAlgorithm
+
+    alg = QgsApplication.processingRegistry().algorithmById("mstt:installdeps")
+    assert alg is not None and alg.displayName() == "Install Python dependencies (PyTorch)"
+    assert alg.flags() & QgsProcessingAlgorithm.FlagHideFromModeler  # a set-up step, not a data step
+    assert alg.parameterDefinition("BUILD").options() == [
+        "CPU", "CUDA 12.6 (NVIDIA GPU, driver 560 or newer)", "CUDA 13.0 (NVIDIA GPU, driver 580 or newer)"]
+    assert alg.parameterDefinition("INDEX_URL").defaultValue() == "https://pypi.org/simple"
+    assert alg.parameterDefinition("TORCH_INDEX_URL").defaultValue() == "https://download.pytorch.org/whl"
+    assert {o.name() for o in alg.outputDefinitions()} == {"FOLDER", "VERSIONS"}
+    help_text = alg.shortHelpString()
+    assert "mstt_stvsr_deps" in help_text and "190 MB" in help_text and "880 MB" in help_text
 
 
 def _metadata_version():

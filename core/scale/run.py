@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -28,6 +29,8 @@ from ..run.windows import plan_windows
 from . import tasks
 from .cluster import network_resources
 
+POLL_S = 0.5  # how often a waiting run checks for cancel and a lost scheduler
+STOP_WAIT_S = 60  # how long a failed or canceled run waits for its running tasks to stop
 BLOCK_TILES = 4  # tiles per block side: 16 tiles amortise a task's reads, many blocks balance
 
 
@@ -113,6 +116,8 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     n_pairs = spec.info.n_frames - 1
     res = network_resources(client)
     key = f"mstt-{outs.token}"
+    for folder in ("flows", "parts"):
+        (Path(spec.work) / folder).mkdir()
     hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {spec.tile} px in {len(blocks)} block(s); "
               f"{len(spec.plan)} time window(s); {len(spec.groups) * n_pairs} flow, "
               f"{len(blocks) * len(spec.plan)} network and {spec.info.n_outputs} assembly tasks"
@@ -135,31 +140,55 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     return list(flows.values()) + list(regions.values()) + assembled, list(regions.values()), assembled
 
 
-def wait_all(client, futures: list, regions: list, hooks: Hooks) -> tuple:
-    """Wait for every task, reporting progress and checking cancel; the first task error is
-    raised as it is, a lost cluster as a clear MsttError. Returns the network's (device, dtype)."""
-    from distributed import as_completed
-    from distributed.client import FutureCancelledError
+def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S) -> tuple:
+    """Wait for every task, reporting progress and checking cancel every ``poll`` seconds (a
+    cancel cancels the futures); the first task error is raised as it is, a lost cluster as a
+    clear MsttError. Returns the network's (device, dtype)."""
+    from distributed import wait
+    from distributed.client import FutureCancelledError, FuturesCancelledError
 
-    done = 0
+    pending = list(futures)
     try:
-        for fut in as_completed(futures, timeout=None):
+        while pending:
             if hooks.is_canceled is not None and hooks.is_canceled():
-                client.cancel(futures)
                 raise Canceled("canceled by the user; no output was written")
-            fut.result()
-            done += 1
+            if client.status in ("closing", "closed"):
+                raise MsttError("the connection to the Dask scheduler was lost")
+            try:
+                wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            for fut in [f for f in pending if f.done()]:
+                fut.result()  # a task's error, raised here as it was raised there
+            pending = [f for f in pending if not f.done()]
             if hooks.progress is not None:
+                done = len(futures) - len(pending)
                 hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
         dev, dtype = regions[0].result()[1:]
-    except (FutureCancelledError, OSError) as exc:
-        client.cancel(futures)
-        raise MsttError(f"the Dask cluster went away before the run finished ({type(exc).__name__}: {exc}); "
+    except (FutureCancelledError, FuturesCancelledError, OSError) as exc:
+        cancel(client, futures)
+        raise MsttError(f"the Dask cluster went away before the run finished ({str(exc).splitlines()[0]}); "
                         "no output was written") from None
     except BaseException:
-        client.cancel(futures)
+        cancel(client, futures)
         raise
     return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])
+
+def cancel(client, futures, wait_s: float = STOP_WAIT_S) -> None:
+    """Cancel the run's tasks on the cluster, if it is still there to hear it, and wait (up to
+    ``wait_s``) until none of them still executes on a worker, so that none writes into the
+    work folder after the run has removed it."""
+    keys = {f.key for f in futures}
+    try:
+        client.cancel(futures)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            running = {k for stacks in client.call_stack(keys=list(keys)).values() for k in stacks}
+            if not running:
+                return
+            time.sleep(POLL_S)
+    except Exception:  # the scheduler is gone: so are its tasks
+        pass
 
 
 def run_with_cluster(address: str, inputs, out_dir, options: RunOptions, *, model=None,

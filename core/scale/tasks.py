@@ -143,8 +143,9 @@ def add_to_region(acc: np.ndarray, grid, tile, hr: np.ndarray, region) -> None:
 
 
 def save_atomic(path: Path, arr: np.ndarray) -> None:
-    """``np.save`` under a private name, then renamed: a reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``np.save`` under a private name, then renamed: a reader sees the whole file or none.
+    The folder is made by the run before any task: a task that outlives its run (canceled
+    while it computed) fails here instead of making the removed work folder again."""
     tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
     try:
         np.save(tmp, arr)
