@@ -202,3 +202,14 @@ def test_cancel_cancels_the_tasks_and_leaves_nothing(scene, tmp_path):
                               hooks=Hooks(progress=lambda f, m: seen.append(f), is_canceled=lambda: bool(seen)))
         assert not [k for k in client.who_has() if str(k).startswith("mstt-")]  # nothing left on the cluster
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_without_dask_the_cluster_option_names_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['distributed'] = None\n"
+            "from mstt_stvsr.core.errors import MsttError\n"
+            "try:\n    import mstt_stvsr.core.scale.run\nexcept MsttError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "needs the Python packages dask and distributed (pip install dask distributed)" in out.stdout, out.stderr

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.qgis
 PARAMS = {
     "INPUT": ("multilayer", False), "WEIGHTS": ("file", True), "TILE_SIZE": ("enum", False),
     "OVERLAP": ("number", False), "DEVICE": ("enum", False), "PRECISION": ("enum", False),
+    "WINDOWS": ("enum", False), "ENSEMBLE": ("boolean", False),
     "TIMES": ("string", True), "OVERWRITE": ("boolean", False), "COG": ("boolean", False),
     "CLUSTER": ("string", True), "OUTPUT": ("folderDestination", False),
 }

@@ -65,13 +65,14 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
         client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
                                                    device=options.device, precision=options.precision,
                                                    threads=options.threads, blob=blob), name=plugin_name)
-        futures, regions, assembled = submit(client, spec, outs, block_tiles, hooks)
+        futures, regions = submit(client, spec, outs, block_tiles, hooks)
         dev, dtype = wait_all(client, futures, regions, hooks)
         job = SimpleNamespace(info=info, net=model, tile=tile, grid=spec.grid, dtype=dtype, dev=dev, plan=spec.plan)
         if hooks.progress is not None:
             hooks.progress(0.999, "checking and writing")
+        seen = len(outs.notes)
         paths = finish(job, outs, options.cog, weights, hooks.critical)
-        for line in outs.notes:
+        for line in outs.notes[seen:]:
             hooks.say(line)
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s "
                   f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
@@ -110,7 +111,7 @@ def weights_for_workers(client, weights) -> bytes | None:
 
 def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tuple:
     """All tasks of the run, with their dependencies; returns (every future, the region
-    futures, the assembly futures). Keys name the run, so nothing is shared between runs."""
+    futures). Keys name the run, so nothing is shared between runs."""
     grid = spec.grid()
     blocks = tasks.block_regions(grid, block_tiles)
     n_pairs = spec.info.n_frames - 1
@@ -137,7 +138,7 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
         for p, _ in win.outputs:
             assembled.append(client.submit(tasks.assemble_task, spec, p, str(outs.temp[p]), parts, *mine,
                                            key=f"{key}-frame-{p}", pure=False))
-    return list(flows.values()) + list(regions.values()) + assembled, list(regions.values()), assembled
+    return list(flows.values()) + list(regions.values()) + assembled, list(regions.values())
 
 
 def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S) -> tuple:
@@ -145,7 +146,7 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = P
     cancel cancels the futures); the first task error is raised as it is, a lost cluster as a
     clear MsttError. Returns the network's (device, dtype)."""
     from distributed import wait
-    from distributed.client import FutureCancelledError, FuturesCancelledError
+    from distributed.client import FuturesCancelledError
 
     pending = list(futures)
     try:
@@ -153,26 +154,41 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = P
             if hooks.is_canceled is not None and hooks.is_canceled():
                 raise Canceled("canceled by the user; no output was written")
             if client.status in ("closing", "closed"):
-                raise MsttError("the connection to the Dask scheduler was lost")
+                raise ClusterLost("the connection to the scheduler was lost")
             try:
                 wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 continue
+            except (FuturesCancelledError, OSError) as exc:  # the scheduler, not a task
+                raise ClusterLost(str(exc).splitlines()[0]) from None
             for fut in [f for f in pending if f.done()]:
-                fut.result()  # a task's error, raised here as it was raised there
+                task_result(fut)
             pending = [f for f in pending if not f.done()]
             if hooks.progress is not None:
                 done = len(futures) - len(pending)
                 hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
-        dev, dtype = regions[0].result()[1:]
-    except (FutureCancelledError, FuturesCancelledError, OSError) as exc:
+        dev, dtype = task_result(regions[0])[1:]
+    except ClusterLost as exc:
         cancel(client, futures)
-        raise MsttError(f"the Dask cluster went away before the run finished ({str(exc).splitlines()[0]}); "
-                        "no output was written") from None
+        raise MsttError(f"the Dask cluster went away before the run finished ({exc}); no output was written") from None
     except BaseException:
         cancel(client, futures)
         raise
     return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])
+
+class ClusterLost(Exception):
+    """The scheduler went away (as opposed to a task that failed)."""
+
+
+def task_result(fut):
+    """A finished task's result; its own error is raised as it was raised on the worker."""
+    from distributed.client import FutureCancelledError
+
+    try:
+        return fut.result()
+    except FutureCancelledError as exc:  # nobody here canceled it: the scheduler lost it
+        raise ClusterLost(str(exc).splitlines()[0]) from None
+
 
 def cancel(client, futures, wait_s: float = STOP_WAIT_S) -> None:
     """Cancel the run's tasks on the cluster, if it is still there to hear it, and wait (up to
