@@ -11,18 +11,17 @@ import re
 import time
 
 from qgis.core import (
-    QgsApplication, QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+    QgsApplication, QgsMapLayer, QgsProcessing, QgsProcessingException,
     QgsProcessingOutputMultipleLayers, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum, QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsProcessingParameterString,
     QgsProcessingUtils, QgsProviderRegistry,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from ..core.net.spec import MULTIPLE
 from ..core.run.options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES
 from . import deps
-from .about import ICON
+from .described import DescribedAlgorithm
 
 # The engine's messages name the CLI's options; the dialog names them by their labels, and
 # qgis_process by their names: both are given, e.g. "Frame times" (TIMES).
@@ -61,7 +60,7 @@ HELP = "\n".join((
 ))
 
 
-class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
+class SpaceTimeSRAlgorithm(DescribedAlgorithm):
     INPUT = "INPUT"
     WEIGHTS = "WEIGHTS"
     TILE_SIZE = "TILE_SIZE"
@@ -82,30 +81,11 @@ class SpaceTimeSRAlgorithm(QgsProcessingAlgorithm):
         self._to_load = None  # (paths, times) for postProcessAlgorithm
 
     # -- identity ----------------------------------------------------------------------------
-    def createInstance(self):  # noqa: N802 (QGIS API names throughout)
-        return SpaceTimeSRAlgorithm()
-
-    def name(self):
-        return "spacetimesr"
-
-    def displayName(self):  # noqa: N802
-        return "Space-time super-resolution (x4, 2x frame rate)"
-
-    def shortDescription(self):  # noqa: N802
-        return "N georeferenced video frames in, 2N-1 frames out with 4x finer pixels (MSTT network)."
-
-    def tags(self):
-        return ["super-resolution", "satellite video", "frame interpolation", "temporal", "upscale",
-                "deep learning", "MSTT", "Jilin-1", "SkySat"]
-
-    def shortHelpString(self):  # noqa: N802
-        return HELP
-
-    def icon(self):
-        return QIcon(str(ICON))
-
-    def svgIconPath(self):  # noqa: N802
-        return str(ICON)
+    ID = "spacetimesr"
+    TITLE = "Space-time super-resolution (x4, 2x frame rate)"
+    DESCRIPTION = 'N georeferenced video frames in, 2N-1 frames out with 4x finer pixels (MSTT network).'
+    TAGS = ('super-resolution', 'satellite video', 'frame interpolation', 'temporal', 'upscale', 'deep learning', 'MSTT', 'Jilin-1', 'SkySat')
+    HELP = HELP
 
     # -- parameters --------------------------------------------------------------------------
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -7,10 +7,9 @@ from qgis.core import (
     QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum, QgsProcessingParameterFile, QgsProcessingParameterString,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from . import deps
-from .about import ICON
+from .described import DescribedAlgorithm
 from .install_plan import BUILDS, PYPI, TORCH_INDEX, Request
 
 BUILD_LABELS = [label if driver is None else f"{label} (NVIDIA GPU, driver {driver} or newer)"
@@ -34,7 +33,7 @@ HELP = "\n".join((
 ))
 
 
-class InstallDepsAlgorithm(QgsProcessingAlgorithm):
+class InstallDepsAlgorithm(DescribedAlgorithm):
     BUILD = "BUILD"
     DASK = "DASK"
     INDEX_URL = "INDEX_URL"
@@ -44,29 +43,11 @@ class InstallDepsAlgorithm(QgsProcessingAlgorithm):
     FOLDER = "FOLDER"
     VERSIONS = "VERSIONS"
 
-    def createInstance(self):  # noqa: N802 (QGIS API names throughout)
-        return InstallDepsAlgorithm()
-
-    def name(self):
-        return "installdeps"
-
-    def displayName(self):  # noqa: N802
-        return "Install Python dependencies (PyTorch)"
-
-    def shortDescription(self):  # noqa: N802
-        return "Installs PyTorch and the other packages space-time super-resolution needs into QGIS's Python."
-
-    def tags(self):
-        return ["install", "dependencies", "pytorch", "torch", "pip", "cuda", "setup"]
-
-    def shortHelpString(self):  # noqa: N802
-        return HELP
-
-    def icon(self):
-        return QIcon(str(ICON))
-
-    def svgIconPath(self):  # noqa: N802
-        return str(ICON)
+    ID = "installdeps"
+    TITLE = "Install Python dependencies (PyTorch)"
+    DESCRIPTION = "Installs PyTorch and the other packages space-time super-resolution needs into QGIS's Python."
+    TAGS = ('install', 'dependencies', 'pytorch', 'torch', 'pip', 'cuda', 'setup')
+    HELP = HELP
 
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagHideFromModeler  # a set-up step, not a data step

@@ -180,3 +180,9 @@ class RecordingFeedback:
                     self.cancel()
 
         return Feedback()
+
+
+def require_qgis_process() -> None:
+    """Skip the calling test module when `make setup` has not made the qgis_process wrapper."""
+    if not QGIS_PROCESS.exists():
+        pytest.skip("no .venv/bin/qgis_process: run `make setup`", allow_module_level=True)

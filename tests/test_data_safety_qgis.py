@@ -9,13 +9,12 @@ import os
 import pytest
 import rasterio
 from mishaps import poison_weights, resume, start_paused, tags, tmpfs, truncate
-from qgis_fixtures import ALG, QGIS_PROCESS, headless_env, run_qgis_process
+from qgis_fixtures import ALG, headless_env, require_qgis_process, run_qgis_process
 from stackgen import write_stack
 
 pytestmark = pytest.mark.qgis
 
-if not QGIS_PROCESS.exists():
-    pytest.skip("no .venv/bin/qgis_process: run `make setup`", allow_module_level=True)
+require_qgis_process()
 
 
 @pytest.fixture(scope="module")

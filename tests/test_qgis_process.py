@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import rasterio
 from qgis_fixtures import (
-    ALG, QGIS_PROCESS, QGIS_PROCESS_BIN, REPO, VENV, headless_env, json_result, run_qgis_process,
+    ALG, QGIS_PROCESS_BIN, REPO, VENV, headless_env, json_result, require_qgis_process, run_qgis_process,
 )
 
 pytestmark = pytest.mark.qgis
 
-if not QGIS_PROCESS.exists():
-    pytest.skip("no .venv/bin/qgis_process: run `make setup`", allow_module_level=True)
+require_qgis_process()
 
 
 @pytest.fixture(scope="module")

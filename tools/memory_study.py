@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import resource
 import subprocess
 import sys
@@ -134,11 +135,7 @@ def main(argv=None) -> int:
                            network="full" if args.full else "tiny", **json.loads(r.stdout.strip().splitlines()[-1]))
                 rows.append(row)
                 print(row, flush=True)
-                import shutil
-
                 shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
-            import shutil
-
             shutil.rmtree(stack, ignore_errors=True)
     keys = ["size", "tile", "frames", "network", "tiles", "processed", "rss_before_mb", "peak_rss_mb", "seconds", "output_mb"]
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))

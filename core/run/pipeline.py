@@ -36,7 +36,7 @@ from ..geo.values import ValueScaler, value_scaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
 from ..net.spec import MULTIPLE, SCALE
 from ..geo.verify import storage_error
-from ..net.weights import default_weights_path, load_model
+from ..net.weights import load_model
 from . import compile as compiling
 from . import cost, device, preflight
 from .ensemble import ensemble_forward
@@ -148,15 +148,9 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     hooks = hooks or Hooks()
     t_start = time.perf_counter()
     options.check()
-    info = read_stack_info(inputs, times=options.times)
-    outs = preflight.output_set(info, out_dir, options)
-    outs.check_existing()
     dev = device.resolve_device(options.device)
     dtype = device.resolve_precision(options.precision, dev)
-    weights = None
-    if model is None:
-        model = load_model(options.weights)
-        weights = options.weights or default_weights_path()
+    info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
     # the tile is known now unless it is fitted to GPU memory (then it is checked once chosen)
     known = device.round_tile(options.tile_size) if options.tile_size else \
         device.default_tile_size(dev) if dev.type != "cuda" else None

@@ -30,6 +30,24 @@ def output_set(info: StackInfo, out_dir, options: RunOptions) -> OutputSet:
                      prefix=output_prefix(info, options.prefix), inputs=[*info.paths, *info.files])
 
 
+def open_run(inputs, out_dir, options: RunOptions, model=None) -> tuple:
+    """What every run (one process or a cluster) checks before any work: the options, the
+    stack, that its outputs may be written, and the weights (loaded unless ``model`` is given,
+    so that a bad file fails here). Returns (info, outs, model, weights path or None)."""
+    from ..geo.stack import read_stack_info
+    from ..net.weights import default_weights_path, load_model
+
+    options.check()
+    info = read_stack_info(inputs, times=options.times)
+    outs = output_set(info, out_dir, options)
+    outs.check_existing()
+    weights = None
+    if model is None:
+        model = load_model(options.weights)
+        weights = options.weights or default_weights_path()
+    return info, outs, model, weights
+
+
 def check_overlap(overlap, tile, chosen: bool = False) -> None:
     """An overlap of half a tile or more leaves no tile its own pixels: refused whether the
     tile was given or chosen for the device."""

@@ -17,10 +17,9 @@ from types import SimpleNamespace
 import torch
 
 from ..errors import Canceled, MsttError
-from ..geo.stack import IO_ERRORS, read_stack_info
+from ..geo.stack import IO_ERRORS
 from ..geo.values import value_scaler
 from ..geo.verify import storage_error
-from ..net.weights import default_weights_path, load_model
 from ..run import device, preflight
 from ..run.finish import finish
 from ..run.options import RunOptions
@@ -39,14 +38,8 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     """``run_stack`` on the cluster of ``client``; returns the output paths in time order."""
     hooks = hooks or Hooks()
     t_start = time.perf_counter()
-    options.check()
-    info = read_stack_info(inputs, times=options.times)
-    outs = preflight.output_set(info, out_dir, options)
-    outs.check_existing()
-    weights = None
-    if model is None:
-        model = load_model(options.weights)  # here too: a bad file fails before any work
-        weights = str(options.weights or default_weights_path())
+    info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
+    weights = str(weights) if weights else None
     tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
