@@ -68,7 +68,7 @@ def e2e_ratios(e2e: dict) -> dict:
     if "tiled_overhead" in e2e:
         out["tiled overhead (overlap, margins; measured)"] = e2e["tiled_overhead"]
         out["tiled overhead expected (tile area / scene area)"] = e2e["tiled_overhead_expected"]
-        out["time-window overhead (3 windows for 4 frames; FLOPs)"] = e2e["window_overhead_flops"]
+        out["time-window overhead (the run's window plan; FLOPs)"] = e2e["window_overhead_flops"]
         out["run's network time vs untiled 7-output forward"] = e2e["network_overhead"]
         out["end-to-end overhead (wall vs untiled network)"] = e2e["end_to_end_overhead"]
     return out
