@@ -88,8 +88,8 @@ class Job:
     clock: Clock
     stager: HostStager
     flows: FlowStore | None = None
+    compiled: list = field(default_factory=list)  # names of the stages torch.compile wrapped
     flow_worker: FlowWorker | None = None
-    compiled: list = field(default_factory=list)
     windows: str = "central"
     ensemble: bool = False
 
