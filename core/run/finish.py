@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import plugin_version
 from ..geo.outputs import OutputSet
-from ..geo.stack import IO_ERRORS, first_line
+from ..geo.stack import IO_ERRORS, StackInfo, first_line
 from ..geo.verify import storage_error, verify_output
 from ..geo.write import add_tags, kept_nbits, to_cog
 from . import device
@@ -28,32 +29,47 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def provenance_tags(job, weights, run_id: str) -> list:
+@dataclass(frozen=True)
+class RunRecord:
+    """What made a run's outputs, for their provenance tags: the stack, the window plan, the
+    network variant, and the tiling and precision it ran with."""
+
+    info: StackInfo
+    plan: tuple
+    variant: str
+    tiling: str
+
+
+def run_record(info: StackInfo, plan, net, tile: int, overlap: int, dtype, dev) -> RunRecord:
+    return RunRecord(info, tuple(plan), str(getattr(net, "variant", "")),
+                     f"{tile} px tiles, overlap {overlap} px, {device.precision_name(dtype)} on {dev.type}")
+
+
+def provenance_tags(record: RunRecord, weights, run_id: str) -> list:
     """Tags for each output (in output order)."""
     common = {
         "MSTT_SOFTWARE": f"mstt-stvsr {plugin_version()}".strip(),
         "MSTT_RUN": run_id,
-        "MSTT_VARIANT": str(getattr(job.net, "variant", "")),
+        "MSTT_VARIANT": record.variant,
         "MSTT_WEIGHTS": Path(weights).name if weights else "(a model passed by the caller)",
-        "MSTT_TILING": f"{job.tile} px tiles, overlap {job.grid().overlap} px, "
-                       f"{device.precision_name(job.dtype)} on {job.dev.type}",
+        "MSTT_TILING": record.tiling,
     }
     if weights:
         common["MSTT_WEIGHTS_SHA256"] = file_sha256(weights)
-    tags = [dict(common) for _ in range(job.info.n_outputs)]
-    for wi, win in enumerate(job.plan):
+    tags = [dict(common) for _ in range(record.info.n_outputs)]
+    for wi, win in enumerate(record.plan):
         frames = ",".join(str(f) for f in win.frames)
         for p, pos in win.outputs:
-            tags[p]["MSTT_WINDOW"] = f"{wi + 1}/{len(job.plan)}: inputs {frames}, output position {pos}"
+            tags[p]["MSTT_WINDOW"] = f"{wi + 1}/{len(record.plan)}: inputs {frames}, output position {pos}"
     return tags
 
 
-def finish(job, outs: OutputSet, cog: bool, weights, critical=None) -> list:
+def finish(record: RunRecord, outs: OutputSet, cog: bool, weights, critical=None) -> list:
     """Tag, convert, check and commit every output; return the final paths. ``critical``: a
     context manager factory the commit runs inside (a signal waits until it is done)."""
-    info = job.info
+    info = record.info
     expect = dict(width=info.out_width, height=info.out_height, count=info.count, dtype=info.dtype)
-    for tmp, name, tags in zip(outs.temp, outs.names, provenance_tags(job, weights, outs.token)):
+    for tmp, name, tags in zip(outs.temp, outs.names, provenance_tags(record, weights, outs.token)):
         try:
             add_tags(tmp, tags)
             if cog:

@@ -40,7 +40,7 @@ from ..net.weights import load_model
 from . import compile as compiling
 from . import cost, device, preflight
 from .ensemble import ensemble_forward
-from .finish import finish
+from .finish import finish, run_record
 from .options import RunOptions
 from .progress import Clock, Progress
 from .scene_flow import FLOW_COST, FlowStore, FlowWorker, tile_flows
@@ -171,7 +171,8 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
         job.tracker.message("checking and writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
         seen = len(outs.notes)
         with job.clock("write"):
-            paths = finish(job, outs, options.cog, weights, hooks.critical)
+            record = run_record(info, job.plan, job.net, job.tile, job.grid().overlap, job.dtype, job.dev)
+            paths = finish(record, outs, options.cog, weights, hooks.critical)
         for line in outs.notes[seen:]:
             hooks.say(line)
         job.tracker.done()

@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -21,7 +20,7 @@ from ..geo.stack import IO_ERRORS
 from ..geo.values import value_scaler
 from ..geo.verify import storage_error
 from ..run import device, preflight
-from ..run.finish import finish
+from ..run.finish import finish, run_record
 from ..run.options import RunOptions
 from ..run.pipeline import Hooks, band_groups
 from ..run.windows import plan_windows
@@ -60,11 +59,11 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
                                                    threads=options.threads, blob=blob), name=plugin_name)
         futures, regions = submit(client, spec, outs, block_tiles, hooks)
         dev, dtype = wait_all(client, futures, regions, hooks)
-        job = SimpleNamespace(info=info, net=model, tile=tile, grid=spec.grid, dtype=dtype, dev=dev, plan=spec.plan)
+        record = run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev)
         if hooks.progress is not None:
             hooks.progress(0.999, "checking and writing")
         seen = len(outs.notes)
-        paths = finish(job, outs, options.cog, weights, hooks.critical)
+        paths = finish(record, outs, options.cog, weights, hooks.critical)
         for line in outs.notes[seen:]:
             hooks.say(line)
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s "
