@@ -275,11 +275,21 @@ def test_pure_cuda_matches_cpu():
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
-def test_dispatch_uses_selected_backend():
+def test_dispatch_uses_selected_backend(monkeypatch):
+    """backend="pure" reaches the pure version with the caller's arguments and returns its result."""
     x, offset, mask, weight, bias = make_inputs(b=1, c=4, h=5, w=5, g=2)
-    # the same function on the same inputs: bit equality is expected, not a tolerance
-    torch.testing.assert_close(modulated_deform_conv2d(x, offset, mask, weight, bias, backend="pure"),
-                               modulated_deform_conv2d_pure(x, offset, mask, weight, bias), atol=0, rtol=0)
+    calls = []
+    pure = dcn.modulated_deform_conv2d_pure
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return pure(*args, **kwargs)
+
+    monkeypatch.setattr(dcn, "modulated_deform_conv2d_pure", spy)
+    out = modulated_deform_conv2d(x, offset, mask, weight, bias, backend="pure")
+    assert len(calls) == 1 and all(a is b for a, b in zip(calls[0], (x, offset, mask, weight, bias)))
+    # the dispatcher must not alter the result: a float32 tolerance, as the CPU may reorder sums
+    torch.testing.assert_close(out, pure(x, offset, mask, weight, bias), atol=1e-6, rtol=1e-6)
 
 
 def test_inference_row_chunks_match_one_pass():
