@@ -4,7 +4,6 @@ achieved FLOP/s against a large matmul timed now, and the two window plans end t
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 
@@ -12,6 +11,7 @@ import torch
 
 from ..run import device
 from ..run.options import RunOptions
+from ..training.metrics import psnr
 from .config import BenchConfig
 from .end_to_end import timed_run
 from .flops import count_flops
@@ -45,12 +45,6 @@ def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: in
     return 2 * n ** 3 / statistics.median(times) / 1e12
 
 
-def psnr_between(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB, peak 1) of one network output against another."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
     """At one tile: the default path (channels_last, the device's default precision) against
     the previous default (same precision, NCHW) and plain eager fp32 NCHW: seconds per forward,
@@ -73,7 +67,7 @@ def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
         log(f"  {name}: {res['paths'][name]['seconds']:.3f} s per forward")
     ref = outputs["eager fp32 NCHW"]
     for name in paths:
-        res["paths"][name]["psnr_vs_fp32_db"] = psnr_between(outputs[name], ref)
+        res["paths"][name]["psnr_vs_fp32_db"] = psnr(outputs[name].cpu().numpy(), ref.cpu().numpy(), peak=1.0)
     flops = count_flops(meter.model, 1, tile, tile)
     res["network_tflops"] = flops / res["paths"]["default"]["seconds"] / 1e12
     res["matmul_tflops"] = matmul_tflops(meter.dev, dtype)
