@@ -6,7 +6,7 @@ import torch
 
 from .ensemble import ensemble_forward
 from .flow import flows_tensor
-from .windows import plan_windows
+from .windows import SWAPPED_HALVES, plan_windows, stored_pair
 
 
 def window_flows(flows: torch.Tensor, pairs) -> torch.Tensor:
@@ -15,12 +15,8 @@ def window_flows(flows: torch.Tensor, pairs) -> torch.Tensor:
     applied to one of the two frames, whichever comes first in the window."""
     out = []
     for a, b in pairs:
-        if b == a + 1:
-            out.append(flows[:, a])
-        elif a == b + 1:
-            out.append(flows[:, b][:, [2, 3, 0, 1]])
-        else:
-            raise ValueError(f"frames {a} and {b} are not neighbours")
+        k, swapped = stored_pair(a, b)
+        out.append(flows[:, k][:, SWAPPED_HALVES] if swapped else flows[:, k])
     return torch.stack(out, dim=1)
 
 

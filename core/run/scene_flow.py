@@ -14,6 +14,7 @@ from ..geo.stack import StackInfo
 from ..net.spec import FLOW_MIDDLE
 from .flow import middle_flows, to_gray
 from .tiling import axis_spans, axis_weights, reflect_flow
+from .windows import SWAPPED_HALVES, stored_pair
 
 FLOW_COST = 0.5  # one pair's optical flow, in units of one network call on one tile (progress)
 
@@ -52,11 +53,8 @@ class FlowStore:
     def pair(self, g: int, a: int, b: int):
         """(array, swapped): flows of pair a->b; the pair b->a is the same with its two
         halves swapped (mid->a and mid->b exchange roles)."""
-        if b == a + 1:
-            return self.arrays[(g, a)], False
-        if a == b + 1:
-            return self.arrays[(g, b)], True
-        raise ValueError(f"frames {a} and {b} are not neighbours")
+        k, swapped = stored_pair(a, b)
+        return self.arrays[(g, k)], swapped
 
     def close(self) -> None:
         self.arrays.clear()
@@ -163,7 +161,7 @@ def tile_flows(store: FlowStore, g: int, pairs, tile, height: int, width: int) -
     for a, b in pairs:
         arr, swapped = store.pair(g, a, b)
         f = reflect_flow(arr, tile, height, width)
-        out.append(f[[2, 3, 0, 1]] if swapped else f)
+        out.append(f[SWAPPED_HALVES] if swapped else f)
     return np.stack(out)
 
 

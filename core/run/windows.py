@@ -48,6 +48,21 @@ class Window:
         return tuple((self.frames[i], self.frames[i + 1]) for i in range(N_IN - 1))
 
 
+# A pair's flows are [applied to the earlier frame, applied to the later frame], 2 channels
+# each; for the same two frames in reverse order the halves exchange roles.
+SWAPPED_HALVES = [2, 3, 0, 1]
+
+
+def stored_pair(a: int, b: int) -> tuple:
+    """(k, swapped): frames ``a`` then ``b`` of a window are the consecutive pair k (k -> k+1),
+    in reverse time order when ``swapped`` (a mirrored window)."""
+    if b == a + 1:
+        return a, False
+    if a == b + 1:
+        return b, True
+    raise ValueError(f"frames {a} and {b} are not neighbours")
+
+
 def mirrored_count(start: int, n: int) -> int:
     return sum(1 for i in range(start, start + N_IN) if not 0 <= i < n)
 
