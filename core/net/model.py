@@ -1,10 +1,12 @@
 """MSTT: 4 LR frames (1, 3, 5, 7 of a clip) -> 7 HR frames, x4 in space, 2x in time.
 
 Layer names follow the upstream ``MSTTr`` so that an upstream state_dict loads with strict=True.
-Our one addition is parameter-free: with ``skip=True`` the network predicts a residual over a
-base made of bicubic x4 of each input frame and, for each new middle frame, bicubic x4 of the
-flow-warped average of its two neighbours. An untrained or briefly trained network therefore
-starts from a motion-compensated baseline instead of from zero. Upstream weights need skip=False.
+Our additions: with ``skip=True`` the network predicts a residual over a parameter-free base
+made of bicubic x4 of each input frame and, for each new middle frame, bicubic x4 of the
+flow-warped average of its two neighbours, so an untrained or briefly trained network starts
+from a motion-compensated baseline instead of from zero; with ``attention="cosine"`` the
+transformer scores tokens by cosine similarity (see spec.ATTENTIONS). Upstream weights need
+skip=False and dot attention (``upstream_exact``).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch import nn
 
 from .blocks import make_layer
 from .msd_align import MSDAlign
-from .spec import FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
+from .spec import ATTENTION_DOT, FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
 from .transformer import MSSTFormer
 from .warp import flow_warp
 
@@ -41,18 +43,23 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 class MSTT(nn.Module):
     def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,  # noqa: N803
-                 skip: bool = True, upstream_exact: bool = False):
+                 skip: bool = True, upstream_exact: bool = False, attention: str = ATTENTION_DOT):
         super().__init__()
         skip = bool(skip) and not upstream_exact  # upstream has no parameter-free base
+        if upstream_exact and attention != ATTENTION_DOT:
+            raise ValueError("the upstream-exact variant has upstream's dot-product attention")
         self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip,
                            upstream_exact=bool(upstream_exact))
+        if attention != ATTENTION_DOT:  # files without the key (older ones, upstream's) mean "dot"
+            self.config["attention"] = attention
+        self.attention = attention
         self.skip, self.upstream_exact = skip, bool(upstream_exact)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.feature_extraction = make_layer(nf, front_RBs)
         self.MSD_align = MSDAlign(nf, groups)
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.blending = nn.Conv2d(2 * nf, nf, 1)
-        self.MSST_former = MSSTFormer(nf, d_model=4 * nf)
+        self.MSST_former = MSSTFormer(nf, d_model=4 * nf, attention=attention)
         self.recon_trunk = make_layer(nf, back_RBs)
         self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
         self.upconv2 = nn.Conv2d(nf, 64 * 4, 3, 1, 1)
@@ -71,7 +78,10 @@ class MSTT(nn.Module):
 
     @property
     def variant(self) -> str:
-        return "upstream-exact" if self.upstream_exact else "mstt_stvsr (with base)" if self.skip else "mstt_stvsr"
+        if self.upstream_exact:
+            return "upstream-exact"
+        name = "mstt_stvsr (with base)" if self.skip else "mstt_stvsr"
+        return name if self.attention == ATTENTION_DOT else f"{name}, {self.attention} attention"
 
     # -- stages ---------------------------------------------------------------------------
     def extract(self, frames: torch.Tensor) -> torch.Tensor:

@@ -15,3 +15,10 @@ MULTIPLE = 2 * max(PATCH_SIZES)  # LR size multiple: stride-2 encoder, largest p
 # later frame]: ours are from the middle time to each frame (half the motion); upstream's
 # checkpoints were trained with full frame-to-frame flows (backward and forward).
 FLOW_MIDDLE, FLOW_FULL = "middle", "full"
+# How attention scores tokens: upstream's scaled dot product ("dot"), or cosine similarity times
+# a learned per-head temperature ("cosine", on tokens centred over the window). Upstream's tokens
+# have 64 x p^2 dimensions, so its 1/sqrt(dim) scale leaves logits near zero and every head
+# averages all tokens uniformly (measured: logit std 0.001-0.003 with our trained weights);
+# cosine scores are O(1) whatever the feature magnitude, so attention can select matching patches.
+ATTENTION_DOT, ATTENTION_COSINE = "dot", "cosine"
+ATTENTIONS = (ATTENTION_DOT, ATTENTION_COSINE)

@@ -13,13 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import PATCH_SIZES
+from .spec import ATTENTION_COSINE, ATTENTION_DOT, ATTENTIONS, PATCH_SIZES
+
+
+# Cosine attention's temperature: starts where scores of similar and dissimilar patches differ
+# by a few logits (selective, but not yet one-hot) and is capped so softmax stays trainable.
+COSINE_TEMPERATURE_INIT = 10.0
+COSINE_TEMPERATURE_MAX = 100.0
 
 
 class MultiScaleAttention(nn.Module):
-    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES):
+    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES, attention: str = ATTENTION_DOT):
         super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.patch_sizes = tuple(patch_sizes)
+        self.attention = attention
+        if attention == ATTENTION_COSINE:  # log-temperature per head
+            self.log_temperature = nn.Parameter(torch.full((len(self.patch_sizes),), math.log(COSINE_TEMPERATURE_INIT)))
         self.query_embedding = nn.Conv2d(d_model, d_model, 1)
         self.value_embedding = nn.Conv2d(d_model, d_model, 1)
         self.key_embedding = nn.Conv2d(d_model, d_model, 1)
@@ -39,7 +50,21 @@ class MultiScaleAttention(nn.Module):
         y = y.permute(0, 1, 4, 2, 5, 3, 6)
         return y.reshape(b * t, c, h, w)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head: int) -> torch.Tensor:
+        """q, k, v (B, L, D) tokens of one head -> (B, L, D); scaled_dot_product_attention picks
+        a fused kernel."""
+        if self.attention == ATTENTION_DOT:  # upstream: 1/sqrt(token dim)
+            return F.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+        # Centred over the window's tokens first: the embeddings' biases are shared by every token
+        # and would otherwise make all cosines alike; what is left is how patches differ.
+        tau = self.log_temperature[head].clamp(max=math.log(COSINE_TEMPERATURE_MAX)).exp()
+        q, k = (z.float() - z.float().mean(dim=1, keepdim=True) for z in (q, k))
+        q = F.normalize(q, dim=-1).to(v.dtype) * tau.to(v.dtype)
+        k = F.normalize(k, dim=-1).to(v.dtype)
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
     def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        """x (B*T, d_model, H, W) -> same shape; attention over all patches of all T frames."""
         bt, c, h, w = x.shape
         t = bt // b
         q, k, v = self.query_embedding(x), self.key_embedding(x), self.value_embedding(x)
@@ -48,8 +73,7 @@ class MultiScaleAttention(nn.Module):
         for i, p in enumerate(self.patch_sizes):
             sl = slice(i * dh, (i + 1) * dh)
             qt, kt, vt = (self._tokens(z[:, sl], b, t, p) for z in (q, k, v))
-            # scaled_dot_product_attention picks a fused kernel; scale 1/sqrt(token dim) as upstream.
-            yt = F.scaled_dot_product_attention(qt, kt, vt, scale=1.0 / math.sqrt(qt.shape[-1]))
+            yt = self._attend(qt, kt, vt, i)
             heads.append(self._untokens(yt, b, t, dh, h, w, p))
         # Upstream adds the input here as well as in the block, so x becomes 2x + attn; kept so
         # that upstream checkpoints behave as trained.
@@ -71,9 +95,9 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES):
+    def __init__(self, d_model: int = 256, patch_sizes=PATCH_SIZES, attention: str = ATTENTION_DOT):
         super().__init__()
-        self.attention = MultiScaleAttention(d_model, patch_sizes)
+        self.attention = MultiScaleAttention(d_model, patch_sizes, attention)
         self.feed_forward = FeedForward(d_model)
 
     def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:
@@ -95,11 +119,12 @@ class Deconv(nn.Module):
 class MSSTFormer(nn.Module):
     """Encoder (to H/2, 256 ch) -> transformer over all frames -> decoder, added to the input."""
 
-    def __init__(self, nf: int = 64, d_model: int = 256, n_blocks: int = 1, patch_sizes=PATCH_SIZES):
+    def __init__(self, nf: int = 64, d_model: int = 256, n_blocks: int = 1, patch_sizes=PATCH_SIZES,
+                 attention: str = ATTENTION_DOT):
         super().__init__()
         lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         # declared first: upstream's state_dict lists the transformer before the encoder
-        self.transformer = nn.ModuleList([TransformerBlock(d_model, patch_sizes) for _ in range(n_blocks)])
+        self.transformer = nn.ModuleList([TransformerBlock(d_model, patch_sizes, attention) for _ in range(n_blocks)])
         self.encoder = nn.Sequential(
             nn.Conv2d(nf, 64, 3, 1, 1), lrelu(),
             nn.Conv2d(64, 128, 3, 2, 1), lrelu(),

@@ -81,6 +81,23 @@ def like_params(opt: torch.optim.Optimizer) -> None:
                     state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+# Parameters a model may have that the weights it starts from lack: they keep their initial
+# values (cosine attention's temperatures when starting from dot-attention weights).
+NEW_PARAMETERS = ("log_temperature",)
+
+
+def init_from(model, state: dict, source) -> None:
+    """Load ``state`` into ``model``; only parameters named in NEW_PARAMETERS may be missing."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{source}: does not fit the configured network ({first[-1].strip()[:200]})") from None
+    bad = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in NEW_PARAMETERS] + list(result.unexpected_keys)
+    if bad:
+        raise InputError(f"{source}: does not fit the configured network ({', '.join(bad[:6])})")
+
+
 class Trainer:
     """Model, optimizer, grad scaler, step counter, training seconds and the sampling RNG of one
     run, from ``cfg`` (see config.py) on ``device``."""
@@ -95,7 +112,7 @@ class Trainer:
         if tr["init"]:
             from ..net.weights import load_model
 
-            self.model.load_state_dict(load_model(tr["init"]).state_dict())
+            init_from(self.model, load_model(tr["init"]).state_dict(), tr["init"])
         self.model = self.model.to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tr["lr"], betas=tuple(tr["betas"]))
         self.seconds = 0.0  # training time over all runs of this checkpoint (for schedule = "time")
