@@ -1,10 +1,12 @@
-"""Clip sources for training and evaluation: 7 HR frames and the 4 LR inputs (frames 1, 3, 5, 7).
+"""Clip sources for training and evaluation: 7 HR frames and the 4 LR inputs (frames 1, 3, 5, 7),
+or, for long held-out clips, 2N-1 HR frames and the N LR inputs (the odd frames).
 
 Three layouts, one interface (``len(ds)``, ``ds.clip(i) -> Clip``):
 
 * ``SeptupletDataset`` - Vimeo-90K septuplet style, how Jilin-189 is distributed and what
   ``mstt-stvsr synth`` writes: ``<root>/sequences/<clip>/<part>/im1.png .. im7.png`` and a list
-  file (``sep_trainlist.txt`` / ``sep_testlist.txt``, one ``<clip>/<part>`` per line).
+  file (``sep_trainlist.txt`` / ``sep_testlist.txt``, one ``<clip>/<part>`` per line). A clip
+  folder with more frames (im1 .. im19) is one long clip.
 * ``SplitDataset`` - per-split folders of frame sequences:
   ``<root>/<split>/GT/<seq>/<frame>.png`` (HR, required), ``<root>/<split>/LR4x/<seq>/<frame>.png``
   (LR, optional: made from GT when absent), ``<root>/<split>/Bicubic4x/...`` (ignored: bicubic is
@@ -34,8 +36,8 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 @dataclass
 class Clip:
     name: str
-    hr: np.ndarray  # (7, H, W, 3) uint8
-    lr: np.ndarray  # (4, H/4, W/4, 3) uint8
+    hr: np.ndarray  # (2N-1, H, W, 3) uint8; N = 4 but in long held-out clips
+    lr: np.ndarray  # (N, H/4, W/4, 3) uint8: the odd HR frames' LR
 
 
 def read_rgb(path) -> np.ndarray:
@@ -48,8 +50,10 @@ def read_rgb(path) -> np.ndarray:
 
 def clip_from_frames(name: str, hr: np.ndarray, lr: np.ndarray | None = None) -> Clip:
     hr = crop_to_multiple(np.asarray(hr, np.uint8))
+    if len(hr) < N_OUT or len(hr) % 2 == 0:
+        raise InputError(f"{name}: {len(hr)} HR frames; a clip has an odd number, at least {N_OUT}")
     if lr is None:
-        lr = downsample(hr[list(INPUT_POS)])
+        lr = downsample(hr[0::2])
     h, w = hr.shape[1:3]
     if lr.shape[1:3] != (h // SCALE, w // SCALE):
         lr = np.ascontiguousarray(lr[:, : h // SCALE, : w // SCALE])
@@ -87,7 +91,10 @@ class SeptupletDataset:
 
     def clip(self, i: int) -> Clip:
         d = self.root / "sequences" / self.names[i]
-        hr = np.stack([read_rgb(d / f"im{t + 1}.png") for t in range(N_OUT)])
+        count = N_OUT
+        while (d / f"im{count + 1}.png").is_file():
+            count += 1
+        hr = np.stack([read_rgb(d / f"im{t + 1}.png") for t in range(count)])
         return clip_from_frames(self.names[i], hr)
 
 

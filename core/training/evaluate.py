@@ -1,8 +1,11 @@
 """``mstt-stvsr eval``: PSNR/SSIM of MSTT against "bicubic x4 + linear blend in time".
 
-For each held-out 7-frame clip the model gets the LR frames 1, 3, 5, 7 and makes all 7 HR
-frames; the baseline makes frames 1, 3, 5, 7 by bicubic x4 upsampling (PIL, the inverse of the
-degradation) and frames 2, 4, 6 as the average of their neighbours' bicubic frames. Outputs are
+For each held-out clip of 2N-1 HR frames (7, or more in long clips) the model gets the N odd LR
+frames and makes all HR frames; the baseline makes the odd frames by bicubic x4 upsampling (PIL,
+the inverse of the degradation) and the even ones as the average of their neighbours' bicubic
+frames. Without ``tile`` each clip runs in memory, every window on whole frames (``run.clip``);
+with ``tile`` it runs through the real pipeline (``run_stack`` on a GeoTIFF stack in a
+temporary folder: tiles, overlap, blending, precision as ``mstt-stvsr run`` does them). Outputs are
 rounded to 8 bit like a written GeoTIFF before scoring. Scores (metrics.py) are per clip
 (mean over its frames) and the mean over clips, for all frames, the input-time frames and the
 new frames. When the network has the bicubic/flow ``skip`` base, that parameter-free base is
@@ -21,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..net.spec import INPUT_POS, NEW_POS, SCALE
-from ..run.options import WINDOW_MODES
+from ..net.spec import SCALE
+from ..run.options import PRECISIONS, WINDOW_MODES
 from .datasets import open_dataset
 from .metrics import clip_scores
 
@@ -66,14 +69,39 @@ def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast", ensemble:
     return out, base
 
 
+def run_pipeline(model, lr_u8: np.ndarray, options) -> np.ndarray:
+    """The outputs ``mstt-stvsr run`` writes for these LR frames with ``options``
+    (``core.run.options.RunOptions``), read back as (2N-1, H, W, 3) uint8."""
+    import tempfile
+
+    import rasterio
+
+    from ..geo.synthetic import write_frames
+    from ..run.pipeline import run_stack
+
+    with tempfile.TemporaryDirectory(prefix="mstt_eval_") as tmp:
+        inputs = write_frames(Path(tmp) / "in", list(lr_u8))
+        paths = run_stack(inputs, Path(tmp) / "out", options, model=model)
+        frames = []
+        for p in paths:
+            with rasterio.open(p) as ds:
+                frames.append(ds.read([1, 2, 3]).transpose(1, 2, 0))
+    return np.stack(frames)
+
+
 def score(pred, gt) -> dict:
-    return {"all": clip_scores(pred, gt), "inputs": clip_scores(pred, gt, INPUT_POS),
-            "new": clip_scores(pred, gt, NEW_POS)}
+    """Scores over all frames, the input times (even positions) and the new frames (odd)."""
+    t = len(gt)
+    return {"all": clip_scores(pred, gt), "inputs": clip_scores(pred, gt, range(0, t, 2)),
+            "new": clip_scores(pred, gt, range(1, t, 2))}
 
 
 def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True,
-             windows: str = "fast", multiframe: bool = False, ensemble: bool = False) -> dict:
-    """Score every clip of ``data`` (any layout of datasets.py); returns the results dict."""
+             windows: str = "fast", multiframe: bool = False, ensemble: bool = False, tile: int | None = None,
+             overlap: int | None = None, precision: str = "fp32") -> dict:
+    """Score every clip of ``data`` (any layout of datasets.py); returns the results dict.
+    ``tile``: run each clip through the pipeline with this tile size (and ``overlap``,
+    ``precision``) instead of whole frames in memory."""
     import torch
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -96,7 +124,14 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     for i in it:
         c = ds.clip(i)
         preds = {"baseline": baseline(c.lr)}
-        preds["mstt"], base = run_model(model, c.lr, device, windows, ensemble)
+        if tile:
+            from ..run.options import RunOptions
+
+            opts = RunOptions(tile_size=tile, overlap=overlap, precision=precision, device=str(device),
+                              windows=windows, ensemble=ensemble)
+            preds["mstt"], base = run_pipeline(model, c.lr, opts), run_model(model, c.lr, device, windows)[1]
+        else:
+            preds["mstt"], base = run_model(model, c.lr, device, windows, ensemble)
         if base is not None:
             preds["base"] = base
         rows.append({"clip": c.name, **{m: score(preds[m], c.hr) for m in methods}})
@@ -106,8 +141,9 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     mean = {m: {part: {k: float(np.mean([r[m][part][k] for r in rows])) for k in KEYS}
                 for part in ("all", "inputs", "new")} for m in methods}
     result = {"data": str(getattr(ds, "root", data)), "weights": str(weights) if weights else None,
-              "clips": n, "methods": methods, "windows": windows, "ensemble": ensemble, "per_clip": rows, "mean": mean, "seconds": round(seconds, 1),
-              "torch_threads": torch.get_num_threads()}
+              "clips": n, "methods": methods, "windows": windows, "ensemble": ensemble,
+              "tile": tile, "overlap": overlap, "precision": precision if tile else "fp32", "per_clip": rows,
+              "mean": mean, "seconds": round(seconds, 1), "torch_threads": torch.get_num_threads()}
     if multiframe:
         from .multiframe import multiframe_gain
 
@@ -131,7 +167,7 @@ def markdown(res: dict) -> str:
     lines = [f"Data: `{res['data']}` ({res['clips']} clips); weights: `{res['weights']}`.",
              "PSNR (dB) / SSIM, full frame, mean over each clip's frames then over clips.", "",
              "| frames | method | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y |", "|---|---|---|---|---|---|"]
-    for part, name in (("all", "all 7"), ("inputs", "1,3,5,7 (input times)"), ("new", "2,4,6 (new)")):
+    for part, name in (("all", "all"), ("inputs", "input times (odd frames)"), ("new", "new (even frames)")):
         for meth in m:
             s = res["mean"][meth][part]
             lines.append(f"| {name} | {LABELS[meth]} | {s['psnr_rgb']:.2f} | {s['ssim_rgb']:.4f} | "
@@ -198,6 +234,11 @@ def add_arguments(parser) -> None:
                         help="also measure the multi-frame gain: input times with real neighbours vs neighbours "
                              "that carry no new information (copies of the frame; the frame warped to their times)")
     parser.add_argument("--ensemble", action="store_true", help="the 8 flips/rotations of each window, averaged")
+    parser.add_argument("--tile", type=int, help="run each clip through the pipeline with this tile size (LR px), "
+                                                 "as `mstt-stvsr run --tile-size`; default: whole frames in memory")
+    parser.add_argument("--overlap", type=int, help="with --tile: tile overlap (LR px; default as `mstt-stvsr run`)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="with --tile: network precision (default fp32, as the in-memory path)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -207,6 +248,7 @@ def main(args) -> int:
     if args.threads:
         set_threads(args.threads)
     res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,
-                   windows=args.windows, multiframe=args.multiframe, ensemble=args.ensemble)
+                   windows=args.windows, multiframe=args.multiframe, ensemble=args.ensemble, tile=args.tile,
+                   overlap=args.overlap, precision=args.precision)
     print(markdown(res))
     return 0

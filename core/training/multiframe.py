@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..net.spec import INPUT_POS, N_IN
+from ..net.spec import INPUT_POS, N_IN, N_OUT
 from ..net.warp import flow_warp
 from ..run.flow import estimate_flow, flows_tensor
 from .metrics import psnr
@@ -62,8 +62,9 @@ def clip_gain(model, lr_u8: np.ndarray, hr_u8: np.ndarray) -> dict:
 
 
 def multiframe_gain(model, clips) -> dict:
-    """Over (lr_u8, hr_u8) clips: mean PSNR of input times per condition, and the gains."""
-    per = [clip_gain(model, lr, hr) for lr, hr in clips]
+    """Over (lr_u8, hr_u8) clips (of a long clip, its first window): mean PSNR of input times per
+    condition, and the gains."""
+    per = [clip_gain(model, lr[:N_IN], hr[:N_OUT]) for lr, hr in clips]
     if not per:
         raise ValueError("no clips to measure the multi-frame gain on")
     mean = {name: float(np.mean([p[name] for p in per])) for name in per[0]}

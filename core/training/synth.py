@@ -20,9 +20,13 @@ from .imagery import IMAGERY_DIR
 
 
 def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0, imagery=None,
-                     frames: int = N_OUT, progress=True, psf_range=None) -> Path:
+                     frames: int = N_OUT, progress=True, psf_range=None, urban: float | None = None) -> Path:
     """Vimeo-septuplet layout: sequences/<clip>/0001/im1..im7.png + sep_{train,test}list.txt,
-    and clips.json with each clip's parameters (``make_clip``'s info)."""
+    and clips.json with each clip's parameters (``make_clip``'s info). ``frames`` > 7 (odd) makes
+    long clips (im1 .. im<frames>); ``urban``: the share of procedural-city clips (default: as
+    ``make_clip`` draws it)."""
+    if frames < N_OUT or frames % 2 == 0:
+        raise InputError(f"--frames {frames}: a clip has an odd number of HR frames, at least {N_OUT}")
     out = Path(out)
     listname = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
     entries, infos = [], []
@@ -33,7 +37,8 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
         it = tqdm(it, desc=f"synth {split}", unit="clip")
     for i in it:
         clip_seed = seed * 100003 + i  # disjoint streams per (seed, i)
-        frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, psf_range=psf_range)
+        kind = None if urban is None else "urban" if (i + 0.5) / clips <= urban else "real"
+        frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, kind=kind, psf_range=psf_range)
         rel = f"{i + 1:05d}/0001"
         d = out / "sequences" / rel
         d.mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,8 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
     (out / listname).write_text("\n".join(entries) + "\n")
     (out / "clips.json").write_text(json.dumps(dict(split=split, seed=seed, size=list(np.broadcast_to(size, 2).tolist()),
                                                     imagery=str(imagery) if imagery else None,
-                                                    psf_range=list(psf_range or PSF_RANGE), clips=infos), indent=1))
+                                                    psf_range=list(psf_range or PSF_RANGE), frames=frames,
+                                                    urban=urban, clips=infos), indent=1))
     return out
 
 
@@ -53,7 +59,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (Vimeo septuplet layout; with --sample: the stack)")
     parser.add_argument("--clips", type=int, default=300, help="number of clips (default 300)")
     parser.add_argument("--size", type=int, default=384, help="HR clip size in pixels, multiple of 4 (default 384)")
-    parser.add_argument("--frames", type=int, default=N_OUT)
+    parser.add_argument("--frames", type=int, default=N_OUT,
+                        help=f"HR frames per clip, odd (default {N_OUT}; more make long clips of (frames+1)/2 inputs)")
+    parser.add_argument("--urban", type=float, default=None, metavar="SHARE",
+                        help="share of procedural-city clips, 0-1 (default: drawn per clip, about 0.6)")
     parser.add_argument("--split", choices=("train", "test"), default="train",
                         help="which imagery to use: train, or the held-out test stills")
     parser.add_argument("--seed", type=int, default=0)
@@ -95,5 +104,5 @@ def main(args) -> int:
     if args.size % SCALE:
         raise InputError(f"--size {args.size} is not a multiple of {SCALE}")
     write_septuplets(args.out, args.clips, args.size, args.split, args.seed, imagery, args.frames,
-                     progress=not args.quiet, psf_range=parse_psf(args.psf))
+                     progress=not args.quiet, psf_range=parse_psf(args.psf), urban=args.urban)
     return 0
