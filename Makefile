@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
 JOBS ?= 2
 
-.PHONY: setup apt venv test test-fast test-allocator demo package bench clean imagery data train eval eval-candidate
+.PHONY: setup apt venv test test-fast test-allocator demo package bench clean imagery data train eval eval-candidate heldout-v2 eval-v2
 
 setup: $(STAMP)
 
@@ -68,6 +68,22 @@ build/data/test/clips.json: | imagery
 	$(SYNTH) --out build/data/test --clips 12 --size 320 --split test --seed 2
 build/data/test_soft/clips.json: | imagery
 	$(SYNTH) --out build/data/test_soft --clips 12 --size 320 --split test --seed 2 --psf 0.6,1.3
+
+# Held-out set v2, frozen: 4 long urban clips (19 HR frames of 1024 x 1024, 10 LR inputs of 256 x
+# 256; soft optics, as Jilin-1), made by the synthesis code of one fixed commit (git archive), so
+# later changes to the synthesis never change it, and checked against its SHA-256 sums.
+HELDOUT_V2_COMMIT = 0d5f24d624260bb38ba5137c1c465f456a18c69b
+heldout-v2: build/data/heldout_v2/clips.json
+build/data/heldout_v2/clips.json: | imagery
+	rm -rf build/heldout_v2_gen build/data/heldout_v2.part && mkdir -p build/heldout_v2_gen/mstt_stvsr
+	git archive $(HELDOUT_V2_COMMIT) | tar -x -C build/heldout_v2_gen/mstt_stvsr
+	PYTHONPATH=build/heldout_v2_gen $(VENV)/bin/python -m mstt_stvsr.core synth --out build/data/heldout_v2.part \
+	  --clips 4 --size 1024 --frames 19 --split test --seed 5 --psf 0.6,1.3 --urban 1 --imagery build/imagery --quiet
+	cd build/data/heldout_v2.part && sha256sum -c --quiet $(CURDIR)/configs/heldout_v2.sha256 || \
+	  { echo "held-out v2 does not match configs/heldout_v2.sha256: not comparable with README's numbers" >&2; exit 1; }
+	mv build/data/heldout_v2.part build/data/heldout_v2 && rm -rf build/heldout_v2_gen
+eval-v2: heldout-v2
+	$(VENV)/bin/mstt-stvsr eval --data build/data/heldout_v2 --out build/eval/heldout_v2 --tile 256 --precision auto
 
 # Continue training the shipped weights (time-boxed cosine schedule; TRAIN_ARGS=--resume continues
 # the run's checkpoint instead of starting again from the shipped weights). The result is a
