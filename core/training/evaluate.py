@@ -60,13 +60,24 @@ def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast", ensemble:
     import torch
 
     from ..run.clip import run_clip
-    from ..run.flow import flows_tensor
 
     lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
         out = to_u8(run_clip(model, lr, windows, ensemble))
-        base = to_u8(model.base(lr, flows_tensor(lr, model.flow_kind))) if getattr(model, "skip", False) else None
-    return out, base
+    return out, run_base(model, lr_u8, device)
+
+
+def run_base(model, lr_u8: np.ndarray, device):
+    """The network's parameter-free bicubic/flow base for a clip, or None if it has none."""
+    import torch
+
+    from ..run.flow import flows_tensor
+
+    if not getattr(model, "skip", False):
+        return None
+    lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
+    with torch.no_grad():
+        return to_u8(model.base(lr, flows_tensor(lr, model.flow_kind)))
 
 
 def run_pipeline(model, lr_u8: np.ndarray, options) -> np.ndarray:
@@ -129,7 +140,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
 
             opts = RunOptions(tile_size=tile, overlap=overlap, precision=precision, device=str(device),
                               windows=windows, ensemble=ensemble)
-            preds["mstt"], base = run_pipeline(model, c.lr, opts), run_model(model, c.lr, device, windows)[1]
+            preds["mstt"], base = run_pipeline(model, c.lr, opts), run_base(model, c.lr, device)
         else:
             preds["mstt"], base = run_model(model, c.lr, device, windows, ensemble)
         if base is not None:
@@ -180,7 +191,7 @@ def markdown(res: dict) -> str:
                   f"{mf['psnr']['real']:.3f} dB; neighbours replaced by copies of the frame "
                   f"{mf['psnr']['copies']:.3f} dB ({mf['gain']['copies']:+.3f}), by the frame warped to their "
                   f"times {mf['psnr']['warped']:.3f} dB ({mf['gain']['warped']:+.3f})"]
-    lines += ["", "Per clip (all 7 frames, PSNR RGB / Y):", "",
+    lines += ["", "Per clip (all frames, PSNR RGB / Y):", "",
               "| clip | " + " | ".join(LABELS[x] for x in m) + " |", "|---|" + "---|" * len(m)]
     for r in res["per_clip"]:
         lines.append(f"| {r['clip']} | " + " | ".join(f"{r[x]['all']['psnr_rgb']:.2f} / {r[x]['all']['psnr_y']:.2f}"
