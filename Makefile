@@ -58,30 +58,37 @@ imagery: setup
 	$(PY) tools/fetch_imagery.py
 
 # Synthetic satellite video from those stills (core/training/clips.py), deterministic from the seeds:
-# training set 400 clips with optics blur sigma 0-1.3 HR px (sharp to Jilin-1-like soft),
-# held-out test sets (imagery never used for training): sharp (sigma 0-0.6) and soft (0.6-1.3).
+# training set 400 clips with optics blur sigma 0-1.3 HR px (sharp to Jilin-1-like soft), made by
+# today's synthesis.
+, := ,
 SYNTH := $(VENV)/bin/mstt-stvsr synth --quiet
 data: build/data/train/clips.json build/data/test/clips.json build/data/test_soft/clips.json
 build/data/train/clips.json: | imagery
 	$(SYNTH) --out build/data/train --clips 400 --size 384 --split train --seed 1 --psf 0,1.3
-build/data/test/clips.json: | imagery
-	$(SYNTH) --out build/data/test --clips 12 --size 320 --split test --seed 2
-build/data/test_soft/clips.json: | imagery
-	$(SYNTH) --out build/data/test_soft --clips 12 --size 320 --split test --seed 2 --psf 0.6,1.3
 
-# Held-out set v2, frozen: 4 long urban clips (19 HR frames of 1024 x 1024, 10 LR inputs of 256 x
-# 256; soft optics, as Jilin-1), made by the synthesis code of one fixed commit (git archive), so
-# later changes to the synthesis never change it, and checked against its SHA-256 sums.
-HELDOUT_V2_COMMIT = 0d5f24d624260bb38ba5137c1c465f456a18c69b
+# Held-out sets are frozen: made by the synthesis code of one fixed commit (git archive), so later
+# changes to the synthesis never change them, and checked against their SHA-256 sums
+# (configs/heldout_*.sha256). v1 (README's continuity): 12 clips of 7 x 320 x 320 HR, sharp
+# (blur sigma 0-0.6) and soft (0.6-1.3). v2: 4 long urban clips (19 HR frames of 1024 x 1024,
+# 10 LR inputs of 256 x 256), soft optics as Jilin-1's.
+HELDOUT_COMMIT = 0d5f24d624260bb38ba5137c1c465f456a18c69b
+# $(call frozen,folder,checksums,synth arguments)
+define frozen
+	rm -rf build/heldout_gen $(1).part && mkdir -p build/heldout_gen/mstt_stvsr
+	git archive $(HELDOUT_COMMIT) | tar -x -C build/heldout_gen/mstt_stvsr
+	PYTHONPATH=build/heldout_gen $(VENV)/bin/python -m mstt_stvsr.core synth --quiet --imagery build/imagery \
+	  --out $(1).part --split test $(3)
+	cd $(1).part && sha256sum -c --quiet $(CURDIR)/configs/$(2) || \
+	  { echo "$(1) does not match configs/$(2): not comparable with README's numbers" >&2; exit 1; }
+	mv $(1).part $(1) && rm -rf build/heldout_gen
+endef
+build/data/test/clips.json: | imagery
+	$(call frozen,build/data/test,heldout_v1_sharp.sha256,--clips 12 --size 320 --seed 2)
+build/data/test_soft/clips.json: | imagery
+	$(call frozen,build/data/test_soft,heldout_v1_soft.sha256,--clips 12 --size 320 --seed 2 --psf 0.6$(,)1.3)
 heldout-v2: build/data/heldout_v2/clips.json
 build/data/heldout_v2/clips.json: | imagery
-	rm -rf build/heldout_v2_gen build/data/heldout_v2.part && mkdir -p build/heldout_v2_gen/mstt_stvsr
-	git archive $(HELDOUT_V2_COMMIT) | tar -x -C build/heldout_v2_gen/mstt_stvsr
-	PYTHONPATH=build/heldout_v2_gen $(VENV)/bin/python -m mstt_stvsr.core synth --out build/data/heldout_v2.part \
-	  --clips 4 --size 1024 --frames 19 --split test --seed 5 --psf 0.6,1.3 --urban 1 --imagery build/imagery --quiet
-	cd build/data/heldout_v2.part && sha256sum -c --quiet $(CURDIR)/configs/heldout_v2.sha256 || \
-	  { echo "held-out v2 does not match configs/heldout_v2.sha256: not comparable with README's numbers" >&2; exit 1; }
-	mv build/data/heldout_v2.part build/data/heldout_v2 && rm -rf build/heldout_v2_gen
+	$(call frozen,build/data/heldout_v2,heldout_v2.sha256,--clips 4 --size 1024 --frames 19 --seed 5 --psf 0.6$(,)1.3 --urban 1)
 eval-v2: heldout-v2
 	$(VENV)/bin/mstt-stvsr eval --data build/data/heldout_v2 --out build/eval/heldout_v2 --tile 256 --precision auto
 
