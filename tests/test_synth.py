@@ -149,3 +149,30 @@ def test_write_frames_keeps_typed_data_and_can_skip_georeferencing(tmp_path):
         assert np.array_equal(ds.read(1), data[0])
     with rasterio.open(paths[1]) as ds:
         assert "TIFFTAG_DATETIME" not in ds.tags()
+
+
+def test_tall_buildings_lean_and_their_roofs_drift_against_the_ground():
+    """Parallax: with the platform still, a 40 m tower's roof moves by height x lean_rate x time
+    / gsd while the ground stays; a tower-free scene does not change at all."""
+    from mstt_stvsr.core.training.scenes import Tower
+    from mstt_stvsr.core.training.shapes import rect
+
+    ground = np.full((200, 200, 3), 0.3, np.float32)
+    tower = Tower(rect(100, 100, 30, 30, 0.0), np.array([0.9, 0.9, 0.9], np.float32), 40.0, False)
+    cam = Camera(dt=0.5, lean=(0.0, 0.0), lean_rate=(0.02, 0.0))  # roof: 40 m x 0.02/s x 0.5 s = 0.4 m/frame
+    gsd = 0.5  # so 0.8 px per frame, 4.8 px from first to last of 7 frames
+    f = render(Scene(ground, [], gsd, np.array([1.0, 0.0]), "urban", "x", [tower]), cam, 7, 200, 200,
+               np.random.default_rng(0)).astype(float)
+    # roof coverage per pixel, sub-pixel at its anti-aliased edges: 0 at wall level, 1 on the roof
+    roof = np.clip((f[..., 0] - 0.55 * 0.9 * 255) / (0.45 * 0.9 * 255), 0, 1)
+
+    def centre_x(t):
+        return (roof[t] * np.arange(200)).sum() / roof[t].sum()
+
+    assert centre_x(6) - centre_x(0) == pytest.approx(6 * 0.8, abs=0.3)
+    assert np.abs(f[0, 10:60, 10:60] - f[6, 10:60, 10:60]).max() <= 1  # the ground does not move
+    walls = (f[..., 0] > 100) & (f[..., 0] < 200)
+    assert walls[0].any() and walls[6].any()  # the lean shows the walls at both ends
+    bare = render(Scene(ground, [], gsd, np.array([1.0, 0.0]), "urban", "x"), cam, 7, 200, 200,
+                  np.random.default_rng(0)).astype(float)
+    assert np.abs(bare[0] - bare[6]).max() <= 1  # only sensor-noise rounding: no tower, no parallax

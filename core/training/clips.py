@@ -5,7 +5,11 @@ Jilin-189 is out of reach, so we make what a video satellite would see: a ground
 texture) filmed by a platform with residual sub-pixel drift, a slight rotation and scale change,
 with vehicles and other small objects moving on their own, illumination change, optics blur and
 sensor noise. Everything is drawn in ground coordinates and then warped into the frame, so the
-camera motion and the objects' own motion compose like in real video.
+camera motion and the objects' own motion compose like in real video. Tall buildings lean with
+the view: an off-nadir view shows their walls, and as a staring satellite passes, the view
+direction turns (about ground speed / orbit height, ~0.014 rad/s for Jilin-1 at 535 km), so
+their roofs drift against the ground by height x that rate (parallax that no single global
+motion explains).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
-from .scenes import Scene, real_scene, urban_scene
+from .scenes import Scene, draw_tower, real_scene, urban_scene
 from .traffic import draw_mover, visible
 
 PSF_RANGE = (0.0, 0.6)  # Gaussian sigma of the optics, HR px (0 = as sharp as the resampled still)
@@ -34,6 +38,8 @@ class Camera:
     noise: float = 0.0  # sensor noise sigma, DN
     psf: float = 0.0  # Gaussian blur sigma of the optics, HR px
     dt: float = 0.1  # seconds between frames
+    lean: tuple = (0.0, 0.0)  # roof displacement per metre of height at the clip's middle (tan off-nadir)
+    lean_rate: tuple = (0.0, 0.0)  # its change per second as the view direction turns
 
     def margin(self, frames: int, size: int) -> int:
         """Canvas border (px) that the view of a ``size`` frame never leaves over ``frames``."""
@@ -54,7 +60,13 @@ def random_camera(rng, psf_range=None) -> Camera:
         noise=float(rng.uniform(0.3, 1.5)),
         psf=float(rng.uniform(*(psf_range or PSF_RANGE))),
         dt=float(rng.uniform(0.07, 0.2)),  # 5-15 fps video
+        lean=polar(float(rng.uniform(0.0, 0.3)), float(rng.uniform(0, 2 * math.pi))),
+        lean_rate=polar(float(rng.uniform(0.004, 0.02)), float(rng.uniform(0, 2 * math.pi))),
     )
+
+
+def polar(r: float, ang: float) -> tuple:
+    return (r * math.cos(ang), r * math.sin(ang))
 
 
 def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng) -> np.ndarray:
@@ -72,6 +84,9 @@ def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng) -> np.nd
         for m in scene.movers:
             draw_mover(canvas, m, t * cam.dt, scene.sun, 1.0 / scene.gsd)
         k = t - mid
+        lean = np.array(cam.lean) + np.array(cam.lean_rate) * (k * cam.dt)
+        for tower in scene.towers:  # lowest first: taller ones hide what they lean over
+            draw_tower(canvas, tower, lean * tower.height_m / scene.gsd)
         th = math.radians(cam.rotation * k)
         s = 1.0 + cam.zoom * k
         a = s * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
@@ -113,5 +128,6 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
     info = dict(seed=seed, kind=scene.kind, source=scene.source, gsd=round(scene.gsd, 3),
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),
-                psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers))
+                psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers), towers=len(scene.towers),
+                lean=[round(x, 3) for x in cam.lean], lean_rate_per_s=[round(x, 4) for x in cam.lean_rate])
     return clip, info

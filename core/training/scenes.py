@@ -23,6 +23,20 @@ ROOF_COLOURS = np.array([  # RGB in [0, 1]: concrete, dark, white, terracotta, b
 ], np.float32)
 
 
+# Buildings at least this tall are drawn per frame, leaning with the view (parallax: see
+# clips.Camera.lean); the roofs of lower ones move less than ~0.1 px over a clip.
+TALL_M = 15.0
+
+
+@dataclass
+class Tower:
+    """A tall building: its footprint (canvas px), roof colour, height and whether gabled."""
+    foot: np.ndarray
+    colour: np.ndarray
+    height_m: float
+    gabled: bool
+
+
 @dataclass
 class Scene:
     static: np.ndarray  # (H, W, 3) float32 canvas, ground coordinates
@@ -31,6 +45,19 @@ class Scene:
     sun: np.ndarray  # unit vector of shadow direction, canvas px
     kind: str
     source: str
+    towers: list = field(default_factory=list)  # Tower, drawn per frame over the movers
+
+
+def draw_tower(img: np.ndarray, t: Tower, offset) -> None:
+    """The tower seen with its roof displaced by ``offset`` canvas px from its base: the walls
+    between base and roof (darker than the roof), then the roof."""
+    roof = t.foot + np.asarray(offset, np.float64)
+    paint(img, hull(np.concatenate([t.foot, roof])), t.colour * 0.55)
+    paint(img, roof, t.colour)
+    if t.gabled:
+        half = roof.copy()
+        half[2:] = (roof[2:] + roof[1::-1]) / 2
+        paint(img, half, t.colour * 0.8)
 
 
 def sun_direction(rng) -> np.ndarray:
@@ -90,6 +117,7 @@ class Lots:
     shadows: list = field(default_factory=list)
     roofs: list = field(default_factory=list)  # (footprint, colour, height m)
     parked: list = field(default_factory=list)
+    towers: list = field(default_factory=list)  # the roofs at least TALL_M high, as Tower
 
 
 def street_grid(rng, h: int, w: int, ppm: float) -> StreetGrid:
@@ -193,7 +221,10 @@ def draw_roofs(img, rng, g: StreetGrid, lots: Lots, grain) -> None:
     dark = float(rng.uniform(0.35, 0.6))
     for s in lots.shadows:
         darken(img, s, dark)
-    for foot, col, _height in lots.roofs:
+    for foot, col, height in lots.roofs:
+        if height >= TALL_M:
+            lots.towers.append(Tower(foot, col, height, bool(rng.random() < 0.4)))
+            continue
         paint(img, foot, col, texture=grain)
         if rng.random() < 0.4:
             half = foot.copy()
@@ -219,7 +250,7 @@ def urban_scene(rng, h: int, w: int, gsd: float, imagery, split: str) -> Scene:
     draw_roofs(img, rng, g, lots, grain)
     for m in lots.parked:
         draw_mover(img, m, 0.0, g.sun, g.ppm)
-    return Scene(img, movers, gsd, g.sun, "urban", "procedural")
+    return Scene(img, movers, gsd, g.sun, "urban", "procedural", sorted(lots.towers, key=lambda t: t.height_m))
 
 
 # -- a real still -----------------------------------------------------------------------------
