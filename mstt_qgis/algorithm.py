@@ -26,7 +26,8 @@ from .described import DescribedAlgorithm
 # The engine's messages name the CLI's options; the dialog names them by their labels, and
 # qgis_process by their names: both are given, e.g. "Frame times" (TIMES).
 CLI_OPTIONS = {"overwrite": "OVERWRITE", "times": "TIMES", "device": "DEVICE", "weights": "WEIGHTS",
-               "tile-size": "TILE_SIZE", "overlap": "OVERLAP", "precision": "PRECISION", "cog": "COG"}
+               "tile-size": "TILE_SIZE", "overlap": "OVERLAP", "precision": "PRECISION", "cog": "COG",
+               "resume": "RESUME"}
 # Tile sizes are multiples of the network's padding unit (the engine rounds others up); 12 units
 # is the largest tile the engine's automatic choice uses.
 TILE_CHOICES = ("auto",) + tuple(str(MULTIPLE * k) for k in range(1, 13))
@@ -43,7 +44,8 @@ HELP = "\n".join((
     "<b>Out:</b> 2N-1 GeoTIFFs in the output folder, <code>&lt;name&gt;_x4_t000.tif</code> ...: each input "
     "frame 4x finer (pixel size / 4) and a new frame halfway between each pair (its time is the midpoint). "
     "They line up exactly with the inputs: same CRS and origin, data type, nodata, band descriptions. Nothing "
-    "is written unless the whole run succeeds; a cancel leaves no file behind.",
+    "is written unless the whole run succeeds; a cancel leaves no file behind (with <i>Resume an interrupted "
+    "run</i>, its finished parts stay hidden in the output folder, and the next run with it set reuses them).",
     "<b>In the map:</b> run from this dialog, the frames load into a new group at the top of the Layers "
     "panel, named after the stack and its time span, each frame named with its time. The Temporal "
     "Controller's step is set to the frame spacing, so that it shows one frame at a time.",
@@ -73,6 +75,7 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
     CLUSTER = "CLUSTER"
     WINDOWS = "WINDOWS"
     ENSEMBLE = "ENSEMBLE"
+    RESUME = "RESUME"
     OUTPUT = "OUTPUT"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
 
@@ -123,7 +126,11 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
         cluster = QgsProcessingParameterString(self.CLUSTER, "Dask cluster (empty = this process)", optional=True)
         cluster.setHelp("local:N runs N worker processes on this computer; tcp://host:8786 sends the job to a "
                         "running Dask scheduler (needs the Python packages dask and distributed).")
-        for param in (tile, overlap, device, precision, windows, ensemble, times, overwrite, cog, cluster):
+        resume = QgsProcessingParameterBoolean(self.RESUME, "Resume an interrupted run", False)
+        resume.setHelp("Reuse what an interrupted run of the same outputs (same frames, weights and options) "
+                       "finished, and compute only the rest; with nothing to resume, start from the beginning. "
+                       "A run with this set that is canceled keeps its finished parts for the next one.")
+        for param in (tile, overlap, device, precision, windows, ensemble, times, overwrite, cog, resume, cluster):
             if param is not device:
                 param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -175,7 +182,8 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
             options = RunOptions(weights=weights, tile_size=tile, overlap=overlap, device=device,
                                  precision=precision, times=times, overwrite=overwrite, cog=cog,
                                  windows=self.parameterAsEnumString(parameters, self.WINDOWS, context) or DEFAULT_WINDOWS,
-                                 ensemble=self.parameterAsBoolean(parameters, self.ENSEMBLE, context))
+                                 ensemble=self.parameterAsBoolean(parameters, self.ENSEMBLE, context),
+                                 resume=self.parameterAsBoolean(parameters, self.RESUME, context))
             info = validate_stack(inputs, options, out_dir=out_dir)
             hooks = Hooks(**self._reporting(feedback))
             if cluster:  # Dask only when asked for (core.scale names what to install if it is missing)

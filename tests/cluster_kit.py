@@ -68,3 +68,17 @@ class KillAfterFirstNetworkTask(WorkerPlugin):
         name = key if isinstance(key, str) else str(key)
         if finish == "memory" and "-net-" in name and self.worker.name == self.victim:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillClusterAfterFirstNetworkTask(WorkerPlugin):
+    """The whole cluster gone at a fixed point: as soon as the (single) worker's first network
+    task has finished and recorded its part, SIGKILL the scheduler, then the worker itself."""
+
+    def __init__(self, scheduler_pid: int):
+        self.scheduler_pid = scheduler_pid
+
+    def transition(self, key, start, finish, **kwargs):
+        name = key if isinstance(key, str) else str(key)
+        if finish == "memory" and "-net-" in name:
+            os.kill(self.scheduler_pid, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -188,6 +188,40 @@ def test_cluster_gone_mid_run_fails_clearly_and_leaves_nothing(scene, tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_a_run_resumes_after_the_whole_cluster_is_gone(scene, tmp_path):
+    """--resume: the scheduler and the only worker are SIGKILLed once the first network task
+    has finished; the run fails, keeping its finished parts; a resume on a new cluster reuses
+    that one part (and the flows) and computes the 7 others; another engine is refused."""
+    import dataclasses
+
+    from distributed import Client
+
+    from cluster_kit import KillClusterAfterFirstNetworkTask, dask_cluster
+    from mstt_stvsr.core.errors import InputError, MsttError
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    paths, single = scene
+    options, out, lines = dataclasses.replace(OPTIONS, resume=True), tmp_path / "out", []
+    with dask_cluster(1, tmp_path) as (address, scheduler, workers):
+        with Client(address, timeout=10) as client:
+            client.wait_for_workers(1, timeout=120)
+            client.register_plugin(KillClusterAfterFirstNetworkTask(scheduler.pid), name="kill-all")
+            with pytest.raises(MsttError, match="Dask cluster went away"):
+                run_stack_cluster(paths, out, options, client, model=tiny_mstt(), block_tiles=BLOCK,
+                                  hooks=Hooks(log=lines.append))
+        assert workers[0].wait(30) == -9 and scheduler.wait(30) == -9
+    assert any("finished part(s) kept in" in line for line in lines) and not list(out.glob("*.tif"))
+    with pytest.raises(InputError, match=r"engine Dask, blocks of 1 x 1 tiles \(now one process\)"):
+        run_stack(paths, out, options, model=tiny_mstt())
+    lines = []
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        ours = run_stack_cluster(paths, out, options, client, model=tiny_mstt(), block_tiles=BLOCK,
+                                 hooks=Hooks(log=lines.append))
+    assert "resume: 1 of 8 network task(s) reused, 7 computed" in lines
+    assert compare(ours, single) <= DN
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in ours)
+
+
 def test_cancel_cancels_the_tasks_and_leaves_nothing(scene, tmp_path):
     from distributed import Client
 

@@ -103,6 +103,26 @@ def test_cancel_mid_run_leaves_no_file(tmp_path, qgis_app, small_stack, tiny_wei
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_resume_parameter_keeps_a_canceled_runs_windows_and_reuses_them(tmp_path, qgis_app, tiny_weights):
+    """RESUME: a canceled run keeps its finished windows (hidden, no frame), and the next run
+    with RESUME computes only the rest."""
+    from qgis.core import QgsProcessingException
+
+    stack = write_stack(tmp_path / "in", n=5, h=40, w=56)  # central plan: 4 time windows
+    params = dict(INPUT=stack, WEIGHTS=str(tiny_weights), TILE_SIZE=80, WINDOWS="central", RESUME=True,
+                  OUTPUT=str(tmp_path / "out"))
+    feedback = RecordingFeedback.create(cancel_at="window 2")
+    with pytest.raises(QgsProcessingException, match="canceled"):
+        run(params, feedback)
+    assert any("2 finished part(s) kept in" in line and "(RESUME)" in line for line in feedback.warnings)
+    assert not list((tmp_path / "out").glob("*.tif"))
+    feedback = RecordingFeedback.create()
+    res = run(params, feedback)
+    assert "resume: 2 of 4 time window(s) reused, 2 to compute" in feedback.infos
+    assert not any(t.startswith(("window 1/", "window 2/")) for t in feedback.texts)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(Path(p).name for p in res["OUTPUT_LAYERS"])
+
+
 def _run_and_load(project, inputs, out, weights, **extra):
     """One processing.run, then the loading the dialog (and the batch dialog, row by row) does."""
     from processing.gui.Postprocessing import handleAlgorithmResults

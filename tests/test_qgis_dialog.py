@@ -60,7 +60,7 @@ def test_dialog_sets_parameters_runs_and_loads_a_temporal_group(tmp_path, projec
     panel = dialog.mainWidget()
     wrappers = panel.wrappers
     assert set(wrappers) == {"INPUT", "WEIGHTS", "TILE_SIZE", "OVERLAP", "DEVICE", "PRECISION", "TIMES",
-                             "WINDOWS", "ENSEMBLE", "OVERWRITE", "COG", "CLUSTER", "OUTPUT"}
+                             "WINDOWS", "ENSEMBLE", "OVERWRITE", "COG", "RESUME", "CLUSTER", "OUTPUT"}
     assert dialog.windowTitle().startswith("Space-time super-resolution")
     context = QgsProcessingContext()
     context.setProject(project)

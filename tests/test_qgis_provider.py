@@ -16,7 +16,7 @@ PARAMS = {
     "OVERLAP": ("number", False), "DEVICE": ("enum", False), "PRECISION": ("enum", False),
     "WINDOWS": ("enum", False), "ENSEMBLE": ("boolean", False),
     "TIMES": ("string", True), "OVERWRITE": ("boolean", False), "COG": ("boolean", False),
-    "CLUSTER": ("string", True), "OUTPUT": ("folderDestination", False),
+    "RESUME": ("boolean", False), "CLUSTER": ("string", True), "OUTPUT": ("folderDestination", False),
 }
 
 

@@ -10,7 +10,9 @@ Layout in the output folder, for outputs named ``<prefix>_t000.tif`` ...:
 - the frames, which appear only at the commit, all together.
 
 A run killed outright (power cut, ``kill -9``) leaves its claim and work folder; the next run
-for the same outputs recognises both as left by a process that is gone, removes them and says so.
+for the same outputs recognises both as left by a process that is gone, removes them and says so;
+with ``--resume`` it takes the work folder over instead and reuses its finished parts
+(``core.run.resume``). A run that stops early with ``--resume`` keeps its work folder (``keep``).
 """
 from __future__ import annotations
 
@@ -83,6 +85,8 @@ class OutputSet:
         self.inputs = [str(p) for p in inputs]
         self.created_dir = None
         self.notes: list = []
+        self.resumed: Path | None = None  # the interrupted run's work folder this run took over
+        self.kept = False  # the work folder stays for a later --resume (``keep``)
 
     @staticmethod
     def _key(prefix: str) -> str:
@@ -127,16 +131,27 @@ class OutputSet:
                 pass
         return None
 
-    def prepare(self) -> None:
+    def prepare(self, resume=None) -> None:
         """Create the folder if needed, claim the outputs, clear what an interrupted run of the
-        same outputs left, and make the work folder (the last checks before work)."""
+        same outputs left, and make the work folder (the last checks before work).
+
+        ``resume`` (``--resume``): a function given the work folders interrupted runs of these
+        outputs left, returning the one to carry on (or None); it may raise InputError to
+        refuse, and then leaves them all as they are. The folder chosen becomes this run's work
+        folder (``resumed`` is its old path); the others are removed."""
         self.check_existing()
         self._make_folder()
         try:
             stale = self.claim.acquire()
             self.check_existing()  # another run may have finished these outputs meanwhile
-            self._clear_leftovers(stale)
-            self.work.mkdir()
+            taken = resume([p for p in self._leftovers() if p.is_dir()]) if resume else None
+            self._clear_leftovers(stale, keep=taken)
+            if taken is None:
+                self.work.mkdir()
+            else:
+                os.rename(taken, self.work)  # same folder: atomic; the claim names this work folder
+                self.resumed = taken
+                self.notes.append(f"note: resuming the interrupted run in {taken.name}{self._who(stale)}")
         except BaseException as exc:
             self.discard()  # releases only a claim it holds, removes only the folders it made
             if isinstance(exc, OSError) and not isinstance(exc, InputError):
@@ -157,7 +172,7 @@ class OutputSet:
             raise InputError(f"cannot create output folder {self.out_dir}: {exc.strerror or exc}") from None
         self.created_dir = missing
 
-    def _clear_leftovers(self, stale) -> None:
+    def _leftovers(self) -> list:
         """Work folders of this prefix other than ours (we hold the claim: their runs are
         gone), and temporaries of earlier versions named after our outputs."""
         start = f"{HIDDEN}{self._key(self.prefix)}."
@@ -168,13 +183,20 @@ class OutputSet:
             if (entry.name.startswith(start) and entry.name.endswith(".partial") and entry.is_dir()) \
                     or (old and old.group("stem") in stems):
                 found.append(Path(entry.path))
+        return found
+
+    def _clear_leftovers(self, stale, keep: Path | None = None) -> None:
+        found = [p for p in self._leftovers() if p != keep]
         if not found:
             return
         for p in found:
             _remove(p)
-        who = f" (process {stale.pid} on {stale.host}, since {stale.started})" if stale is not None else ""
         self.notes.append(f"note: removed {', '.join(sorted(p.name for p in found))} from {self.out_dir}, "
-                          f"left by an interrupted run{who}")
+                          f"left by an interrupted run{self._who(stale)}")
+
+    @staticmethod
+    def _who(stale) -> str:
+        return f" (process {stale.pid} on {stale.host}, since {stale.started})" if stale is not None else ""
 
     def temp_path(self, suffix: str) -> Path:
         """A path in the work folder for a run's other temporary files (e.g. flows)."""
@@ -194,7 +216,7 @@ class OutputSet:
                     os.replace(str(tmp) + side, str(final) + side)
         if self.overwrite:
             self._remove_earlier_frames()
-        _sync_folder(self.out_dir)
+        sync_folder(self.out_dir)
         return [str(p) for p in self.final]
 
     def _remove_earlier_frames(self) -> None:
@@ -225,9 +247,16 @@ class OutputSet:
         self.claim.release()
         self._remove_created()
 
+    def keep(self) -> None:
+        """A run that stopped early keeps its work folder for a later ``--resume``: only the
+        claim is released (the next run for these outputs takes the folder over or removes it)."""
+        self.kept = True
+        self.claim.release()
+
     def close(self) -> None:
-        """Always, at the end: the work folder goes and the claim is released."""
-        _remove(self.work)
+        """Always, at the end: the work folder goes (unless kept) and the claim is released."""
+        if not self.kept:
+            _remove(self.work)
         self.claim.release()
 
     def _remove_created(self) -> None:
@@ -254,7 +283,7 @@ def _remove(p: Path) -> None:
         pass
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make the renames durable (POSIX; elsewhere a folder cannot be opened for this)."""
     if os.name != "posix":
         return

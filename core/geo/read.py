@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rasterio.windows import Window
 
-from .stack import open_raster
+from .stack import StackInfo, open_raster
 from .values import ValueScaler
 
 def read_block(ds, bands, y0: int, y1: int, x0: int, x1: int):
@@ -58,3 +58,25 @@ def read_frame(path, bands, scaler: ValueScaler, convert, strip: int = 1024) -> 
     return out
 
 
+class StackReaders:
+    """Two sets of open input datasets: one for the reader thread (tiles), one for the writer
+    thread (nodata masks). A rasterio dataset is used by one thread at a time."""
+
+    def __init__(self, info: StackInfo):
+        self.paths = info.paths
+        self.tiles, self.masks = [], []
+
+    def __enter__(self):
+        try:
+            for p in self.paths:
+                self.tiles.append(open_raster(p))
+                self.masks.append(open_raster(p))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for ds in self.tiles + self.masks:
+            ds.close()
+        return False

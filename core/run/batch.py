@@ -7,6 +7,9 @@ same keys (``inputs`` may be a list). Without ``--cluster`` the stacks run one a
 in this process; with it they run together on one Dask cluster (each split into tasks). A
 stack that fails reports its error and the others go on; a summary ends the run, and the exit
 status is 1 when any stack failed.
+
+With ``--resume``, a batch run again after it was killed skips the stacks whose frames are all
+there and resumes the ones it was in the middle of (each from its own work folder).
 """
 from __future__ import annotations
 
@@ -104,6 +107,36 @@ def run_batch(stacks: list, run, log, parallel: int = 1) -> list:
         return list(pool.map(lambda s: run_one(s, run, log), stacks))
 
 
+def finished_earlier(stack: Stack, options) -> list | None:
+    """The frames of a stack that an earlier run finished (every output there, tagged by
+    mstt-stvsr as that very frame), for ``batch --resume`` to skip it; None otherwise."""
+    from ..geo.stack import read_stack_info
+    from ..geo.write import written_index
+    from .preflight import output_set
+
+    final = output_set(read_stack_info(stack.inputs, times=options.times), stack.output, options).final
+    if all(p.is_file() and written_index(p) == i for i, p in enumerate(final)):
+        return [str(p) for p in final]
+    return None
+
+
+def skipping_finished(run, options, log):
+    """``run`` for stacks not finished yet: with ``--resume`` (and not ``--overwrite``) a batch
+    run again after it was killed goes on with the stacks it had not finished; each of those
+    resumes its own interrupted run."""
+    if not options.resume or options.overwrite:
+        return run
+
+    def go(stack):
+        done = finished_earlier(stack, options)
+        if done is None:
+            return run(stack)
+        log(f"[{stack.name}] finished by an earlier run: its {len(done)} frames are there")
+        return done
+
+    return go
+
+
 def summary(results: list) -> list:
     failed = [(s, err) for s, _, err, _ in results if err is not None]
     lines = [f"batch: {len(results)} stacks, {len(results) - len(failed)} done, {len(failed)} failed"]
@@ -136,11 +169,12 @@ def main(args) -> int:
                 from ..scale.run import run_stack_cluster
 
                 with connect(args.cluster) as client:
-                    results = run_batch(stacks, lambda s: run_stack_cluster(s.inputs, s.output, options, client,
-                                                                             hooks=hooks(s)),
-                                        log, parallel=min(STACKS_AT_ONCE, len(stacks)))
+                    run = skipping_finished(lambda s: run_stack_cluster(s.inputs, s.output, options, client,
+                                                                        hooks=hooks(s)), options, log)
+                    results = run_batch(stacks, run, log, parallel=min(STACKS_AT_ONCE, len(stacks)))
             else:
-                results = run_batch(stacks, lambda s: run_stack(s.inputs, s.output, options, hooks=hooks(s)), log)
+                run = skipping_finished(lambda s: run_stack(s.inputs, s.output, options, hooks=hooks(s)), options, log)
+                results = run_batch(stacks, run, log)
         except BaseException:
             stop.set()  # stacks still running on other threads cancel and clean up
             raise

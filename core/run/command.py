@@ -40,6 +40,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     add("--overwrite", action="store_true", help="replace existing output files")
     add("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     add("--threads", type=int, metavar="N", help="CPU threads for the network (default: all available)")
+    add("--resume", action="store_true",
+        help="reuse the parts an interrupted run of the same outputs finished (same inputs, weights and options; "
+             "refused with what differs otherwise); with nothing to resume, start from the beginning. "
+             "A run with --resume that stops early keeps its finished parts")
     add("--cluster", metavar="ADDRESS",
         help="run on a Dask cluster: local:N (N worker processes here) or a scheduler address (tcp://host:8786); "
              "needs dask and distributed")
@@ -50,7 +54,8 @@ def options_from_args(args) -> RunOptions:
     return RunOptions(weights=args.weights, tile_size=args.tile_size, overlap=args.overlap, device=args.device,
                       precision=args.precision, times=args.times, prefix=args.prefix, overwrite=args.overwrite,
                       cog=args.cog, threads=args.threads, tiles_per_forward=args.tiles_per_forward,
-                      compile=args.compile, windows=args.windows, ensemble=args.ensemble)
+                      compile=args.compile, windows=args.windows, ensemble=args.ensemble,
+                      resume=args.resume)
 
 
 def main(args) -> int:

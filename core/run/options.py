@@ -44,6 +44,7 @@ class RunOptions:
     compile: bool = False
     windows: str = DEFAULT_WINDOWS
     ensemble: bool = False  # the 8 flips/rotations of each window, averaged (8x the cost)
+    resume: bool = False  # reuse what an interrupted run of these outputs finished (core.run.resume)
 
     def check(self) -> None:
         """Raise InputError for a value no run could use (the machine is not consulted)."""

@@ -21,7 +21,7 @@ Memory therefore follows the tile size, not the scene (tools/memory_study.py, fu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import rasterio
@@ -29,16 +29,15 @@ import torch
 
 from ..errors import MsttError
 from ..geo.outputs import OutputSet
-from ..geo.read import fill_invalid, read_block
-from ..geo.stack import IO_ERRORS, StackInfo, open_raster, read_stack_info
+from ..geo.read import StackReaders, fill_invalid, read_block
+from ..geo.stack import StackInfo, read_stack_info
 from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler, value_scaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
 from ..net.spec import MULTIPLE, SCALE
-from ..geo.verify import storage_error
 from ..net.weights import load_model
 from . import compile as compiling
-from . import cost, device, preflight
+from . import cost, device, preflight, resume
 from .ensemble import ensemble_forward
 from .finish import finish, run_record
 from .options import RunOptions
@@ -92,15 +91,17 @@ class Job:
     flow_worker: FlowWorker | None = None
     windows: str = "central"
     ensemble: bool = False
+    parts: resume.Parts | None = None  # the record of finished windows, for --resume
+    finished: set = field(default_factory=set)  # windows whose frames are finished (reused or made)
 
     def grid(self) -> TileGrid:
         return make_grid(self.info.height, self.info.width, self.tile, self.overlap, self.margin)
 
     def total_units(self, flows_done: int = 0) -> tuple:
         """(done, total) progress units: flows of every pair, one network call per tile."""
-        flow_units = FLOW_COST * len(self.groups)
-        total = flow_units * (self.info.n_frames - 1) + len(self.plan) * len(self.grid()) * len(self.groups)
-        return flow_units * flows_done, total
+        flow_units, window_units = FLOW_COST * len(self.groups), len(self.grid()) * len(self.groups)
+        total = flow_units * (self.info.n_frames - 1) + len(self.plan) * window_units
+        return flow_units * flows_done + len(self.finished) * window_units, total
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -157,16 +158,26 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
     space = preflight.check_space(info, outs.out_dir, len(band_groups(len(info.color_bands))), options.cog)
     was_training, job = model.training, None
+    fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
+        options, known, dev.type, device.precision_name(dtype)))
     try:
-        outs.prepare()  # claims the outputs; clears what an interrupted run of them left
+        # claims the outputs; clears what an interrupted run of them left, or takes it over
+        outs.prepare(resume.chooser(fingerprint) if options.resume else None)
         for line in outs.notes:
             hooks.say(line)
+        if outs.resumed is not None and not options.tile_size:  # the tile the interrupted run fitted
+            options = replace(options, tile_size=resume.read_job(outs.work)["tile"])
         job = plan_job(info, outs, model, dev, dtype, options, hooks)
+        job.parts = resume.Parts(outs.work, {**fingerprint, "tile": job.tile})
+        job.parts.begin()
+        job.finished = resume.reusable_windows(job.parts, outs, job.plan, hooks.say)
+        start_flows(job, resume.pairs_needed(job.plan, job.finished))
         for line in space:
             hooks.say(line)
         preflight.check_overlap(options.overlap, job.tile, chosen=not options.tile_size)
-        hooks.say(preflight.work_estimate(len(job.plan), job.grid(), len(job.groups), device.model_width(job.net),
-                                          job.dev, device.precision_name(job.dtype), torch.get_num_threads()))
+        hooks.say(preflight.work_estimate(len(job.plan) - len(job.finished), job.grid(), len(job.groups),
+                                          device.model_width(job.net), job.dev, device.precision_name(job.dtype),
+                                          torch.get_num_threads()))
         run_windows(job, hooks)
         job.tracker.message("checking and writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
         seen = len(outs.notes)
@@ -179,11 +190,9 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s")
         return paths
     except BaseException as exc:
-        if isinstance(exc, IO_ERRORS) and not isinstance(exc, MsttError):  # the disk, not a bug
-            err = storage_error(exc, outs.out_dir)  # while the disk is as full as it was
-            outs.discard()
+        err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
+        if err is not None:
             raise err from None
-        outs.discard()
         raise
     finally:
         if job is not None:
@@ -219,10 +228,15 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
               tracker=Progress(hooks.progress, hooks.is_canceled), clock=Clock(hooks.timings, dev),
               stager=HostStager(dev, slots=2), compiled=compiled, windows=options.windows,
               ensemble=options.ensemble)
-    job.tracker.restart(*job.total_units())
-    job.flows = FlowStore(len(groups), info.n_frames - 1, info.height, info.width, outs)
-    job.flow_worker = FlowWorker(info, groups, scaler, job.flows, job.clock, kind=net.flow_kind)
     return job
+
+
+def start_flows(job: Job, needed: set) -> None:
+    """The flow thread, for the ``needed`` pairs only (a resumed run's finished windows need none)."""
+    job.tracker.restart(*job.total_units())
+    job.flows = FlowStore(len(job.groups), job.info.n_frames - 1, job.info.height, job.info.width, job.outs)
+    job.flow_worker = FlowWorker(job.info, job.groups, job.scaler, job.flows, job.clock, kind=job.net.flow_kind,
+                                 needed=needed)
 
 
 def close_job(job: Job, model) -> None:
@@ -245,7 +259,10 @@ def run_windows(job: Job, hooks: Hooks) -> None:
             with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # masks inside the GeoTIFF, no .msk
                 with StackReaders(job.info) as readers:
                     for wi, win in enumerate(job.plan):
-                        run_window(job, grid, wi, win, readers)
+                        if wi not in job.finished:
+                            run_window(job, grid, wi, win, readers)
+                            job.parts.record(resume.window_key(wi), resume.window_files(job.outs, win))
+                            job.finished.add(wi)
             return
         except Exception as exc:
             if not device.is_oom(exc):
@@ -261,31 +278,9 @@ def run_windows(job: Job, hooks: Hooks) -> None:
                 raise MsttError(f"out of {where} even with {job.tile}-px tiles{hint}") from None
             hooks.say(f"out of {where} with {job.tile}-px tiles; retrying with {smaller}")
             job.tile = smaller
+            job.parts.restart({**job.parts.job, "tile": smaller})  # every window again, with this tile
+            job.finished.clear()
         job.tracker.restart(*job.total_units(job.flow_worker.reported))
-
-
-class StackReaders:
-    """Two sets of open input datasets: one for the reader thread (tiles), one for the writer
-    thread (nodata masks). A rasterio dataset is used by one thread at a time."""
-
-    def __init__(self, info: StackInfo):
-        self.paths = info.paths
-        self.tiles, self.masks = [], []
-
-    def __enter__(self):
-        try:
-            for p in self.paths:
-                self.tiles.append(open_raster(p))
-                self.masks.append(open_raster(p))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for ds in self.tiles + self.masks:
-            ds.close()
-        return False
 
 
 def run_window(job: Job, grid: TileGrid, wi: int, win: Window, readers: StackReaders) -> None:

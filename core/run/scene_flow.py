@@ -33,7 +33,7 @@ class FlowStore:
         self.folder = None
         if self.on_disk:
             self.folder = outs.temp_path("flows")
-            self.folder.mkdir()
+            self.folder.mkdir(exist_ok=True)  # a resumed run's may be there: each pair is written before it is read
 
     def writable(self, g: int, k: int) -> np.ndarray:
         """A zeroed (4, H, W) array to fill with the flows of pair k; then ``seal`` it."""
@@ -71,9 +71,11 @@ class FlowWorker:
     Each frame is read straight into the grey image the flow works on (the luma
     ``flows_tensor`` takes), so only two grey frames per band group are held."""
 
-    def __init__(self, info: StackInfo, groups, scaler, store: FlowStore, clock, kind: str = FLOW_MIDDLE):
+    def __init__(self, info: StackInfo, groups, scaler, store: FlowStore, clock, kind: str = FLOW_MIDDLE,
+                 needed=None):
         self.info, self.groups, self.scaler, self.store, self.clock = info, groups, scaler, store, clock
         self.kind = kind  # the flows the network takes (MSTT.flow_kind)
+        self.needed = needed  # the pairs to compute (None: all); a resumed run skips finished windows' pairs
         self.n_pairs = info.n_frames - 1
         self.ready = [threading.Event() for _ in range(self.n_pairs)]
         self.stop = threading.Event()
@@ -96,6 +98,9 @@ class FlowWorker:
 
         try:
             for k in range(self.n_pairs):
+                if self.needed is not None and k not in self.needed:
+                    self.ready[k].set()
+                    continue
                 for g in range(len(self.groups)):
                     prev = grey(k, g)
                     cur = grey(k + 1, g)

@@ -16,10 +16,8 @@ from pathlib import Path
 import torch
 
 from ..errors import Canceled, MsttError
-from ..geo.stack import IO_ERRORS
 from ..geo.values import value_scaler
-from ..geo.verify import storage_error
-from ..run import device, preflight
+from ..run import device, preflight, resume
 from ..run.finish import finish, run_record
 from ..run.options import RunOptions
 from ..run.pipeline import Hooks, band_groups
@@ -42,23 +40,31 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
+    engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"  # parts are (window, block) regions
+    fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
+        options, tile, options.device, options.precision, engine=engine))
     plugin_name = None
     try:
-        outs.prepare()
+        outs.prepare(resume.chooser(fingerprint) if options.resume else None)
         for line in outs.notes:
             hooks.say(line)
+        parts = resume.Parts(outs.work, fingerprint)
+        parts.begin()
         plugin_name = plugin_key(weights, options) if weights else f"mstt-network-{outs.token}"
         spec = tasks.Spec(info=info, scaler=value_scaler(info), groups=tuple(band_groups(len(info.color_bands))),
                           plan=tuple(plan_windows(info.n_frames, options.windows)), tile=tile,
                           overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
                           flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1,
-                          ensemble=options.ensemble)
+                          ensemble=options.ensemble, digest=parts.digest)
         blob = weights_for_workers(client, weights)
         client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
                                                    device=options.device, precision=options.precision,
                                                    threads=options.threads, blob=blob), name=plugin_name)
         futures, regions = submit(client, spec, outs, block_tiles, hooks)
         dev, dtype = wait_all(client, futures, regions, hooks)
+        if outs.resumed is not None:
+            reused = sum(bool(task_result(r)[3]) for r in regions)
+            hooks.say(f"resume: {reused} of {len(regions)} network task(s) reused, {len(regions) - reused} computed")
         record = run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev)
         if hooks.progress is not None:
             hooks.progress(0.999, "checking and writing")
@@ -70,11 +76,9 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
                   f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
         return paths
     except BaseException as exc:
-        if isinstance(exc, IO_ERRORS) and not isinstance(exc, MsttError):
-            err = storage_error(exc, outs.out_dir)
-            outs.discard()
+        err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
+        if err is not None:
             raise err from None
-        outs.discard()
         raise
     finally:
         if plugin_name is not None and not weights:  # a weights file's network stays loaded for later runs
@@ -110,7 +114,7 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     res = network_resources(client)
     key = f"mstt-{outs.token}"
     for folder in ("flows", "parts"):
-        (Path(spec.work) / folder).mkdir()
+        (Path(spec.work) / folder).mkdir(exist_ok=True)  # a resumed run's work folder has them
     hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {spec.tile} px in {len(blocks)} block(s); "
               f"{len(spec.plan)} time window(s); {len(spec.groups) * n_pairs} flow, "
               f"{len(blocks) * len(spec.plan)} network and {spec.info.n_outputs} assembly tasks"
@@ -159,7 +163,7 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = P
             if hooks.progress is not None:
                 done = len(futures) - len(pending)
                 hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
-        dev, dtype = task_result(regions[0])[1:]
+        dev, dtype = task_result(regions[0])[1:3]
     except ClusterLost as exc:
         cancel(client, futures)
         raise MsttError(f"the Dask cluster went away before the run finished ({exc}); no output was written") from None

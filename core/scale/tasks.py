@@ -11,8 +11,10 @@ neighbours; that is the price of independent tasks.
 
 Tasks carry paths and windows, never frames or the model: workers read with windowed reads
 from storage every worker sees, and load the network once per worker process (``NetworkPlugin``).
-Every task writes under a private name and renames into place, and skips work whose result is
-already there, so Dask may re-run any of them (a lost worker) without harm.
+Every task writes under a private name and renames into place, then records the part finished
+(``run.resume``: size and SHA-256, for this job's fingerprint), and skips work whose recorded
+result is there and intact, so Dask may re-run any of them (a lost worker) without harm, and a
+``--resume`` run reuses what an interrupted one finished.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
 from ..run.flow import to_gray
+from ..run.resume import part_finished, record_part
 from ..run.scene_flow import scene_flows
 
 
@@ -51,6 +54,7 @@ class Spec:
     plugin: str  # name of the run's NetworkPlugin on the workers
     per_forward: int = 1
     ensemble: bool = False
+    digest: str = ""  # the job's fingerprint digest: parts finished for it are reused (run.resume)
 
     def grid(self):
         from ..run.pipeline import make_grid
@@ -158,7 +162,7 @@ def save_atomic(path: Path, arr: np.ndarray) -> None:
 def flow_task(spec: Spec, g: int, k: int) -> str:
     """Middle flows (4, H, W) of pair k -> k+1, band group g, as in the single-process run."""
     path = spec.flow_path(g, k)
-    if path.exists():
+    if part_finished(spec.work, f"flow-g{g}-p{k}", [path], spec.digest):  # a re-run, or a resumed run
         return str(path)
     color = list(spec.info.color_bands)
     bands = [color[i] for i in spec.groups[g]]
@@ -167,6 +171,7 @@ def flow_task(spec: Spec, g: int, k: int) -> str:
     out = np.zeros((4, spec.info.height, spec.info.width), np.float32)
     scene_flows(prev, cur, out, kind=spec.flow_kind)
     save_atomic(path, out)
+    record_part(spec.work, f"flow-g{g}-p{k}", [path], spec.digest)
     return str(path)
 
 
@@ -191,14 +196,15 @@ class DiskFlows:
 
 def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     """The network on every tile touching ``region`` for window ``wi``; the blended region
-    (outputs, bands, h, w) float32 saved as a part. Returns (part, device, dtype)."""
+    (outputs, bands, h, w) float32 saved as a part. Returns (part, device, dtype, whether
+    the part was already finished: by an earlier try of this task, or the interrupted run)."""
     from ..run.pipeline import StackReaders, forward_tiles, load_tile
     from ..run.threads import batches
 
     net, dev, dtype = get_worker().plugins[spec.plugin].network()
     part = spec.part_path(wi, bi)
-    if part.exists():
-        return str(part), str(dev), str(dtype)
+    if part_finished(spec.work, f"net-w{wi}-b{bi}", [part], spec.digest):
+        return str(part), str(dev), str(dtype), True
     job = worker_job(spec, net, dev, dtype)
     grid, win = job.grid(), spec.plan[wi]
     y0, y1, x0, x1 = region
@@ -209,7 +215,8 @@ def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
             for (tile, _, _), hr in zip(chunk, forward_tiles(job, grid, wi, win, chunk)):
                 add_to_region(acc, grid, tile, hr, region)
     save_atomic(part, acc)
-    return str(part), str(dev), str(dtype)
+    record_part(spec.work, f"net-w{wi}-b{bi}", [part], spec.digest)
+    return str(part), str(dev), str(dtype), False
 
 
 def worker_job(spec: Spec, net, dev, dtype):
