@@ -1,5 +1,7 @@
 """A stack on a Dask cluster (core.scale): the frames equal the single-process run's, with the
 tiny network (non-zero residual: a wrong tile or a wrong blend across a task border shows)."""
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -49,6 +51,67 @@ def test_local_cluster_equals_single_process(scene, tmp_path):
     assert compare(ours, single) <= DN
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.rsplit("/", 1)[1] for p in ours)
 
+
+
+def test_parts_hold_the_output_values(scene, tmp_path):
+    """The parts are what the frames hold (uint8 here, a quarter of a float32 blend), each
+    output pixel once, and the work folder holds no more than the space check counted."""
+    from distributed import Client
+
+    from mstt_stvsr.core.geo.stack import read_stack_info
+    from mstt_stvsr.core.geo.values import value_scaler
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    paths, single = scene
+    seen = {}
+
+    def progress(fraction, message):  # the frames are assembled, not yet committed
+        if message.startswith("checking"):
+            work = next((tmp_path / "out").glob(".mstt-*.partial"))
+            seen["parts"] = [np.load(p, mmap_mode="r") for p in sorted((work / "parts").glob("*.npy"))]
+            seen["bytes"] = sum(p.stat().st_size for p in work.rglob("*") if p.suffix in (".npy", ".part"))
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        ours = run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=BLOCK,
+                                 hooks=Hooks(progress=progress))
+    info = read_stack_info(paths)
+    assert len(seen["parts"]) == 8 and {a.dtype for a in seen["parts"]} == {np.dtype(np.uint8)}
+    assert sum(a.size for a in seen["parts"]) == info.n_outputs * 3 * info.out_height * info.out_width
+    frames = sum(os.path.getsize(p) for p in ours)
+    assert seen["bytes"] <= tasks.work_bytes(info, value_scaler(info), 1) + frames + 8 * 128  # .npy headers
+    assert compare(ours, single) <= DN
+
+
+def test_compile_is_done_once_per_worker(scene, tmp_path, monkeypatch):
+    """--compile on a cluster compiles the network's stages on each worker, once (not per
+    task); a compiler that fails there is said in the run's log and the frames are the same."""
+    import dataclasses
+
+    import torch
+    from distributed import Client
+
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    calls = []
+
+    def failing_compile(fn, **kw):
+        calls.append(fn)
+
+        def compiled(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)  # the in-process worker shares this torch
+    paths, single = scene
+    lines = []
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        ours = run_stack_cluster(paths, tmp_path / "out", dataclasses.replace(OPTIONS, compile=True), client,
+                                 model=tiny_mstt(), block_tiles=BLOCK, hooks=Hooks(log=lines.append))
+    assert len(calls) == 4  # the 4 stages, once for the 8 network tasks
+    assert any(line.startswith("compile: torch.compile of the network's stages on each Dask worker") for line in lines)
+    assert "note: on a Dask worker: torch.compile of extract failed (RuntimeError: no C++ compiler found); " \
+           "running eager" in lines, lines
+    assert compare(ours, single) <= DN
 
 
 def test_cluster_check_catches_a_block_without_its_border_tiles(scene, tmp_path, monkeypatch):

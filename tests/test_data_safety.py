@@ -99,6 +99,23 @@ def test_outputs_that_cannot_fit_are_refused_before_any_work(tmp_path, weights, 
         assert os.listdir(disk) == ["filler"]
 
 
+def test_a_cluster_run_that_cannot_fit_is_refused_before_any_work(tmp_path, weights, capsys):
+    """--cluster counts its work files too: the flows (74 KB) and the parts (553 KB: uint8,
+    every output pixel once) with the outputs (at least 138 KB). 400 KB free would let a run
+    in one process start (it needs at least 138 KB); a cluster run is refused before any task
+    and any file."""
+    paths = write_stack(tmp_path / "in", n=3, h=48, w=48)  # 5 outputs of 192 x 192 x 3: 540 KB raw
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        fill(disk, 400_000)
+        code, stdout, err = run(capsys, *paths, "-o", disk / "out", "--weights", weights, "--cluster", "local:1")
+        last = err.strip().splitlines()[-1]
+        assert code == 2 and stdout == "" and "Traceback" not in err, err
+        assert last.startswith("mstt-stvsr run: error: not enough free space in") and "KB free" in last, err
+        assert "612 KB of work files" in last and last.endswith("; no output was written"), err
+        assert "tiles:" not in err  # no task was submitted
+        assert os.listdir(disk) == ["filler"]
+
+
 @pytest.mark.parametrize("cog", [False, True], ids=["gtiff", "cog"])
 def test_a_disk_that_fills_while_writing_is_an_error_and_leaves_nothing(tmp_path, weights, capsys, cog):
     """The estimate lets the run start (the outputs might compress enough), the disk fills

@@ -170,10 +170,11 @@ def frame_tags(info: StackInfo, p: int, src: tuple, t) -> dict:
     return tags
 
 
-def block_writer(info: StackInfo, scaler: ValueScaler, datasets, sources, writers):
+def block_writer(info: StackInfo, scaler: ValueScaler, datasets, sources, writers, converted: bool = False):
     """A ``write(y0, y1, x0, x1, block)`` for the blender: unit values -> dtype, nodata (mask
     upsampled nearest; a new frame is valid where both neighbours are), alpha, then one
-    windowed write per output file."""
+    windowed write per output file. ``converted``: the blocks hold output values already
+    (``scaler.from_unit`` applied where they were computed: a cluster's compact parts)."""
     color = list(info.color_bands)
     nodata = info.nodata
     dt = scaler.dtype
@@ -191,7 +192,8 @@ def block_writer(info: StackInfo, scaler: ValueScaler, datasets, sources, writer
     def write(y0, y1, x0, x1, block):
         win = Window(x0, y0, x1 - x0, y1 - y0)
         for f, (src, dst) in enumerate(zip(sources, writers)):
-            values = scaler.from_unit(block[f])
+            # a copy of converted values (a read-only part, memory-mapped): nodata is set in place
+            values = np.array(block[f], dt) if converted else scaler.from_unit(block[f])
             out = np.empty((info.count, y1 - y0, x1 - x0), dt)
             if needs_mask:
                 ok = valid_for(src, y0, y1, x0, x1)

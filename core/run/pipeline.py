@@ -156,7 +156,8 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     known = device.round_tile(options.tile_size) if options.tile_size else \
         device.default_tile_size(dev) if dev.type != "cuda" else None
     preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
-    space = preflight.check_space(info, outs.out_dir, len(band_groups(len(info.color_bands))), options.cog)
+    space = preflight.check_space(info, outs.out_dir, options.cog,
+                                  work=preflight.flows_on_disk(info, len(band_groups(len(info.color_bands)))))
     was_training, job = model.training, None
     fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
         options, known, dev.type, device.precision_name(dtype)))

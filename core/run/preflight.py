@@ -64,24 +64,37 @@ def _mb(n: float) -> str:
     return f"{n:.0f} bytes"
 
 
-def check_space(info: StackInfo, out_dir, n_groups: int, cog: bool) -> list:
-    """Refuse (StorageError) when the outputs cannot fit in the free space even well
-    compressed; return the estimate as log lines (a note when they may not fit)."""
+def flow_bytes(info: StackInfo, n_groups: int) -> int:
+    """The flows of a run: float32 (4, H, W) per frame pair and band group."""
+    return n_groups * (info.n_frames - 1) * 4 * info.height * info.width * 4
+
+
+def flows_on_disk(info: StackInfo, n_groups: int) -> int:
+    """The bytes of work files a run in one process writes besides the frames: its flows,
+    where they are too large to keep in memory."""
+    flows = flow_bytes(info, n_groups)
+    return flows if flows > FlowStore.IN_MEMORY_BYTES else 0
+
+
+def check_space(info: StackInfo, out_dir, cog: bool, work: int = 0) -> list:
+    """Refuse (StorageError) when the outputs and ``work`` bytes of uncompressed work files
+    (flows, a cluster's parts) cannot fit in the free space even with well compressed
+    outputs; return the estimate as log lines (a note when they may not fit)."""
     frame = info.out_width * info.out_height * info.count * np.dtype(info.dtype).itemsize
     total = frame * info.n_outputs
-    flows = n_groups * (info.n_frames - 1) * 4 * info.height * info.width * 4  # float32 (4, H, W) per pair
-    extra = (flows if flows > FlowStore.IN_MEMORY_BYTES else 0) + (frame if cog else 0)  # work files
+    extra = work + (frame if cog else 0)  # a COG is copied from the frame: one extra at a time
     low, high = total / BEST_RATIO + extra, total + extra
     folder = Path(out_dir)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     free = free_bytes(folder)
-    size = f"{info.n_outputs} frames, about {_mb(total / BEST_RATIO)} to {_mb(total)}"
+    size = f"{info.n_outputs} frames, about {_mb(total / BEST_RATIO)} to {_mb(total)}" + \
+        (f", and {_mb(work)} of work files" if work else "")
     if free is None:
         return [f"outputs: {size}"]
     if free < low:
         raise StorageError(f"not enough free space in {folder} for the outputs ({size}, at least {_mb(low)} "
-                           f"with the run's work files): {_mb(free)} free")
+                           f"with the run's work files): {_mb(free)} free; no output was written")
     lines = [f"outputs: {size}; {_mb(free)} free in {folder}"]
     if free < high:
         lines.append(f"note: the outputs may not fit in the {_mb(free)} free in {folder} (up to {_mb(high)}); "

@@ -40,38 +40,31 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
+    scaler, groups = value_scaler(info), tuple(band_groups(len(info.color_bands)))
+    # before any work or file: the frames, the flows and the parts (all in the work folder at the end)
+    space = preflight.check_space(info, outs.out_dir, options.cog, work=tasks.work_bytes(info, scaler, len(groups)))
     engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"  # parts are (window, block) regions
     fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
         options, tile, options.device, options.precision, engine=engine))
     plugin_name = None
     try:
         outs.prepare(resume.chooser(fingerprint) if options.resume else None)
-        for line in outs.notes:
+        for line in [*outs.notes, *space]:
             hooks.say(line)
         parts = resume.Parts(outs.work, fingerprint)
         parts.begin()
         plugin_name = plugin_key(weights, options) if weights else f"mstt-network-{outs.token}"
-        spec = tasks.Spec(info=info, scaler=value_scaler(info), groups=tuple(band_groups(len(info.color_bands))),
-                          plan=tuple(plan_windows(info.n_frames, options.windows)), tile=tile,
-                          overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
+        plan = tuple(plan_windows(info.n_frames, options.windows))
+        spec = tasks.Spec(info=info, scaler=scaler, groups=groups, plan=plan,
+                          tile=tile, overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
                           flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1,
                           ensemble=options.ensemble, digest=parts.digest)
-        blob = weights_for_workers(client, weights)
-        client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
-                                                   device=options.device, precision=options.precision,
-                                                   threads=options.threads, blob=blob), name=plugin_name)
+        start_network(client, plugin_name, weights, model, options, hooks)
         futures, regions = submit(client, spec, outs, block_tiles, hooks)
         dev, dtype = wait_all(client, futures, regions, hooks)
-        if outs.resumed is not None:
-            reused = sum(bool(task_result(r)[3]) for r in regions)
-            hooks.say(f"resume: {reused} of {len(regions)} network task(s) reused, {len(regions) - reused} computed")
-        record = run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev)
-        if hooks.progress is not None:
-            hooks.progress(0.999, "checking and writing")
-        seen = len(outs.notes)
-        paths = finish(record, outs, options.cog, weights, hooks.critical)
-        for line in outs.notes[seen:]:
-            hooks.say(line)
+        report_regions(regions, outs, hooks)
+        paths = commit(run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev), outs, options,
+                       weights, hooks)
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s "
                   f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
         return paths
@@ -89,10 +82,43 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
         outs.close()
 
 
+def start_network(client, name: str, weights, model, options: RunOptions, hooks: Hooks) -> None:
+    """The network on every worker (``tasks.NetworkPlugin``), loaded at its first task."""
+    blob = weights_for_workers(client, weights)
+    client.register_plugin(tasks.NetworkPlugin(weights=weights, model=None if weights else model,
+                                               device=options.device, precision=options.precision,
+                                               threads=options.threads, blob=blob, compile=options.compile), name=name)
+    if options.compile:
+        hooks.say("compile: torch.compile of the network's stages on each Dask worker, once per worker process")
+
+
+def report_regions(regions: list, outs, hooks: Hooks) -> None:
+    """What the network tasks said: parts reused by a resume, and the workers' notes (a
+    compile that fell back to eager), each once."""
+    results = [task_result(r) for r in regions]
+    if outs.resumed is not None:
+        reused = sum(bool(r[3]) for r in results)
+        hooks.say(f"resume: {reused} of {len(results)} network task(s) reused, {len(results) - reused} computed")
+    for note in dict.fromkeys(n for r in results for n in r[4]):
+        hooks.say(f"note: on a Dask worker: {note}")
+
+
+def commit(record, outs, options: RunOptions, weights, hooks: Hooks) -> list:
+    """Check and commit the frames the assembly tasks wrote (``finish``, as in one process)."""
+    if hooks.progress is not None:
+        hooks.progress(0.999, "checking and writing")
+    seen = len(outs.notes)
+    paths = finish(record, outs, options.cog, weights, hooks.critical)
+    for line in outs.notes[seen:]:
+        hooks.say(line)
+    return paths
+
+
 def plugin_key(weights: str, options: RunOptions) -> str:
     """One network per worker for a weights file and device choice, shared by every run
     (and every stack of a batch) that uses them: loaded once per worker process."""
-    ident = f"{os.path.realpath(weights)}|{os.path.getmtime(weights)}|{options.device}|{options.precision}|{options.threads}"
+    ident = (f"{os.path.realpath(weights)}|{os.path.getmtime(weights)}|{options.device}|{options.precision}|"
+             f"{options.threads}" + ("|compiled" if options.compile else ""))  # the keys of earlier runs stay
     return "mstt-network-" + hashlib.sha1(ident.encode()).hexdigest()[:12]
 
 

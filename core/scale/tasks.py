@@ -34,6 +34,7 @@ from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
 from ..run.flow import to_gray
+from ..run.preflight import flow_bytes
 from ..run.resume import part_finished, record_part
 from ..run.scene_flow import scene_flows
 
@@ -65,7 +66,30 @@ class Spec:
         return Path(self.work) / "flows" / f"g{g}_p{k}.npy"
 
     def part_path(self, wi: int, bi: int) -> Path:
-        return Path(self.work) / "parts" / f"w{wi}_b{bi}.npy"
+        """Named by what it holds, so that a part in another representation (an earlier
+        version's float32 blend) is never taken for this one: it is computed again."""
+        kind = self.scaler.dtype.name if compact_parts(self.scaler) else "unit"
+        return Path(self.work) / "parts" / f"w{wi}_b{bi}.{kind}.npy"
+
+
+def compact_parts(scaler: ValueScaler) -> bool:
+    """Whether parts hold the output values (rounded and clipped: what the frame will hold,
+    exactly, since every region is written by its one task alone): output types no wider
+    than the float32 blend, so uint8 parts take a quarter of its space. A float64 output
+    keeps the float32 blend in unit values, smaller, converted to the same values at assembly."""
+    return scaler.dtype.itemsize <= 4
+
+
+def part_dtype(scaler: ValueScaler) -> np.dtype:
+    return scaler.dtype if compact_parts(scaler) else np.dtype(np.float32)
+
+
+def work_bytes(info: StackInfo, scaler: ValueScaler, n_groups: int) -> int:
+    """The work files of a cluster run besides the frames: the flows of every pair and band
+    group, float32 (4, H, W), and the parts, which hold every output pixel of every colour band
+    once (blocks tile the scene, and each output frame belongs to one time window)."""
+    parts = info.n_outputs * len(info.color_bands) * info.out_height * info.out_width * part_dtype(scaler).itemsize
+    return flow_bytes(info, n_groups) + parts
 
 
 class NetworkPlugin(WorkerPlugin):
@@ -74,19 +98,23 @@ class NetworkPlugin(WorkerPlugin):
     or the caller's model (pickled once per worker)."""
 
     def __init__(self, weights=None, model=None, device: str = "auto", precision: str = "auto", threads=None,
-                 blob: bytes | None = None):
+                 blob: bytes | None = None, compile: bool = False):
         self.weights, self.model, self.blob = weights, model, blob
         self.idempotent = model is None  # a weights file's network, once registered, is kept (and reused)
-        self.device, self.precision, self.threads = device, precision, threads
+        self.device, self.precision, self.threads, self.compile = device, precision, threads, compile
         self._loaded = None
+        self.notes: list = []  # what compiling said on this worker (a fallback to eager), for the run's log
 
     def __getstate__(self):
-        return {**self.__dict__, "_loaded": None}
+        return {**self.__dict__, "_loaded": None, "notes": []}
 
     def network(self):
-        """(network on its device, device, dtype)."""
+        """(network on its device, device, dtype). With ``compile``, its stages are compiled
+        here, once per worker process like the weights (the plugin is a copy: a caller's model
+        is never changed), with the single-process run's eager fallback."""
         if self._loaded is None:
             from ..net.weights import load_model
+            from ..run import compile as compiling
             from ..run import device
 
             if self.threads:
@@ -94,9 +122,12 @@ class NetworkPlugin(WorkerPlugin):
             dev = device.resolve_device(self.device)
             dtype = device.resolve_precision(self.precision, dev)
             model = self.model if self.model is not None else load_model(self._readable())
-            self._loaded = (device.prepare_model(model, dev), dev, dtype)
+            compiling.configure_backends(dev)
+            net = device.prepare_model(model, dev)
+            if self.compile:
+                compiling.compile_stages(net, log=self.notes.append)
+            self._loaded = (net, dev, dtype)
         return self._loaded
-
 
     def _readable(self) -> str:
         """The weights path, or a private copy of the sent bytes where this worker lacks it."""
@@ -196,15 +227,17 @@ class DiskFlows:
 
 def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     """The network on every tile touching ``region`` for window ``wi``; the blended region
-    (outputs, bands, h, w) float32 saved as a part. Returns (part, device, dtype, whether
-    the part was already finished: by an earlier try of this task, or the interrupted run)."""
+    (outputs, bands, h, w) saved as a part (``compact_parts``). Returns (part, device, dtype,
+    whether the part was already finished: by an earlier try of this task, or the interrupted
+    run, and the notes of the worker's network)."""
     from ..run.pipeline import StackReaders, forward_tiles, load_tile
     from ..run.threads import batches
 
-    net, dev, dtype = get_worker().plugins[spec.plugin].network()
+    plugin = get_worker().plugins[spec.plugin]
+    net, dev, dtype = plugin.network()
     part = spec.part_path(wi, bi)
     if part_finished(spec.work, f"net-w{wi}-b{bi}", [part], spec.digest):
-        return str(part), str(dev), str(dtype), True
+        return str(part), str(dev), str(dtype), True, tuple(plugin.notes)
     job = worker_job(spec, net, dev, dtype)
     grid, win = job.grid(), spec.plan[wi]
     y0, y1, x0, x1 = region
@@ -214,9 +247,9 @@ def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
         for chunk in batches(loaded, spec.per_forward):
             for (tile, _, _), hr in zip(chunk, forward_tiles(job, grid, wi, win, chunk)):
                 add_to_region(acc, grid, tile, hr, region)
-    save_atomic(part, acc)
+    save_atomic(part, spec.scaler.from_unit(acc) if compact_parts(spec.scaler) else acc)
     record_part(spec.work, f"net-w{wi}-b{bi}", [part], spec.digest)
-    return str(part), str(dev), str(dtype), False
+    return str(part), str(dev), str(dtype), False, tuple(plugin.notes)
 
 
 def worker_job(spec: Spec, net, dev, dtype):
@@ -244,7 +277,7 @@ def assemble_task(spec: Spec, p: int, dest: str, parts: list, *after) -> str:
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             with create_output(tmp, output_profile(info)) as dst:
-                write = block_writer(info, spec.scaler, masks, [sources], [dst])
+                write = block_writer(info, spec.scaler, masks, [sources], [dst], converted=compact_parts(spec.scaler))
                 for (y0, y1, x0, x1), part in parts:
                     write(y0, y1, x0, x1, np.load(part, mmap_mode="r")[f:f + 1])
                 write_frame_metadata(dst, info, source_extras(info.paths[sources[0]]),
