@@ -183,3 +183,70 @@ def test_bf16_autocast_keeps_psnr():
     gap = abs(psnr(y16, gt) - psnr(y32, gt))
     assert gap <= 0.05, gap
     assert psnr(y16, y32) > 40
+
+
+def test_gpu_bench_script_dry_run(tmp_path):
+    """tools/gpu_bench.sh as a lent session would run it, on the CPU at tiny sizes: the wheels
+    for this interpreter installed when build/gpu_wheels has them, the network and end-to-end
+    parts run, compile skipped with a note, results.json and results.md written and readable."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), WORK=str(tmp_path / "work"), PYTHON=sys.executable)
+    r = subprocess.run(["bash", str(root / "tools" / "gpu_bench.sh")], capture_output=True, text=True,
+                       env=env, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["parts"]) == {"network", "e2e"}
+    assert res["device"]["type"] == "cpu"
+    assert any("compile skipped" in n for n in res["notes"])
+    e2e = res["parts"]["e2e"]["e2e"]
+    assert e2e["outputs"] == 7 and e2e["stages"]["model"] > 0
+    md = (out / "results.md").read_text()
+    assert md.startswith("## MSTT benchmark on ") and "| fp32 | 80 | 1 | off |" in md
+    assert "network waiting for scene optical flow" in md and "% of the wall time for flow and IO (flow " in md
+    for name in ("network", "e2e"):
+        json.loads((out / f"{name}.json").read_text())
+
+
+def test_combine_parts_and_bench_without_rasterio():
+    """The combined report: compile on/off ratios, the end-to-end part's reference rows kept out
+    of the table, a missing part named; and the benchmark imports where rasterio is missing (the
+    network part then still runs on a bare GPU machine); stages that fell back to eager named."""
+    import subprocess
+    import sys
+
+    from mstt_stvsr.core.bench import combine
+
+    def row(tile, mp):
+        return {"precision": "bf16", "tile": tile, "batch": 1, "status": "ok", "seconds": 1.0, "mp_per_s": mp,
+                "tflops": 1.0, "peak_fraction": None}
+
+    dev = {"type": "cuda", "name": "GPU X", "memory_gb": 80, "torch": "2", "cuda": "12"}
+    parts = {"network": {"device": dev, "throughput": [row(160, 100.0)]},
+             "e2e": None,
+             "compile": {"device": dev, "throughput": [row(160, 150.0)], "compile_fallbacks": {}}}
+    c = combine.combine(parts, ["x"])
+    assert c["compile_speedups"] == {"torch.compile/eager, bf16 tile 160 batch 1": 1.5}
+    assert c["best_bf16"]["mp_per_s"] == 150.0
+    assert "part 'e2e' has no result (see its .log)" in c["notes"]
+    md = combine.markdown(c)
+    assert "on GPU X (cuda, 80 GB)" in md and "| bf16 | 160 | 1 | on |" in md and "1.50x" in md
+
+    from mstt_stvsr.core.run.compile import compile_stages, uncompile_stages
+
+    net = MSTT(**TINY)
+    names = compile_stages(net)  # lazy: nothing compiles until called
+    net.extract.failed = "BackendCompilerFailed: no compiler"  # as EagerFallback marks a failure
+    assert suite.compile_fallbacks(net, names) == {"extract": "BackendCompilerFailed: no compiler"}
+    uncompile_stages(net, names)
+
+    code = ("import sys\n"
+            "for m in ('rasterio', 'osgeo', 'qgis', 'tqdm', 'affine'): sys.modules[m] = None\n"
+            "import mstt_stvsr.core.bench.command, mstt_stvsr.core.bench.combine\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

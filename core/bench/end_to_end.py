@@ -14,7 +14,6 @@ import torch
 from ..net.spec import N_IN, SCALE
 from ..run import device
 from ..run.options import RunOptions
-from ..run.pipeline import Hooks, make_grid, run_stack
 from ..run.progress import STAGES
 from .config import BenchConfig
 from .flops import window_flop_plan
@@ -32,6 +31,8 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
     """The end-to-end result (see ``report.format_report``). When ``rows`` lacks the untiled
     reference (this tile and precision, batch 1), it is measured now and appended to ``rows``
     marked ``extra``."""
+    from ..run.pipeline import make_grid
+
     dtype = device.resolve_precision(cfg.e2e_precision, meter.dev)
     precision = device.precision_name(dtype)
     tile = (device.round_tile(cfg.e2e_tile) if cfg.e2e_tile
@@ -67,6 +68,10 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
 def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=None, frames: int = N_IN) -> dict:
     """Write a ``size`` x ``size`` synthetic stack in a temporary folder under ``workdir``, run
     the pipeline on it with ``options``, and remove both; seconds per stage, memory, outputs."""
+    # imported here: the pipeline needs rasterio, which the network throughput does not (a lent
+    # GPU machine may lack it)
+    from ..run.pipeline import Hooks, run_stack
+
     res = {}
     with tempfile.TemporaryDirectory(prefix="mstt-bench-", dir=workdir) as tmp:
         t0 = time.perf_counter()

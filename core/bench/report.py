@@ -74,6 +74,10 @@ def e2e_ratios(e2e: dict) -> dict:
     return out
 
 
+def format_ratio(name: str, value: float) -> str:
+    return f"{100 * value:.1f}%" if any(w in name for w in PERCENT_WORDS) else f"{value:.2f}x"
+
+
 def format_report(result: dict) -> str:
     """The result as text for people: device, throughput table, end-to-end stages, ratios."""
     lines = header_lines(result)
@@ -92,9 +96,7 @@ def format_report(result: dict) -> str:
     if result.get("ratios"):
         lines.append("Ratios (all from this run)")
         width = max(len(k) for k in result["ratios"])
-        for k, v in result["ratios"].items():
-            pct = any(w in k for w in PERCENT_WORDS)
-            lines.append(f"  {k:<{width}}  {100 * v:.1f}%" if pct else f"  {k:<{width}}  {v:.2f}x")
+        lines += [f"  {k:<{width}}  {format_ratio(k, v)}" for k, v in result["ratios"].items()]
     lines += [f"note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 
@@ -104,6 +106,8 @@ def header_lines(result: dict) -> list:
     where = (f", {d['threads']} threads, load {d.get('load_avg')}" if d["type"] == "cpu"
              else f", {d.get('memory_gb')} GB")
     compiled = f"; compiled: {', '.join(result['compiled'])}" if result.get("compiled") else ""
+    if result.get("compile_fallbacks"):
+        compiled += f" (ran eager instead: {', '.join(result['compile_fallbacks'])})"
     return [f"MSTT benchmark on {d['name']} ({d['type']}{where}), torch {d['torch']}",
             f"model: {result['model']}; deformable conv: {result['deform_conv']}{compiled}",
             f"peak: {d.get('peak_source')}", ""]

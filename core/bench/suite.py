@@ -41,6 +41,17 @@ def dcn_backends(model: torch.nn.Module) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def compile_fallbacks(net: torch.nn.Module, names) -> dict:
+    """{stage: why} for the compiled stages of ``net`` that fell back to eager."""
+    out = {}
+    for name in names:
+        target = getattr(net, name, None)
+        call = target.forward if isinstance(target, torch.nn.Module) else target
+        if getattr(call, "failed", None):
+            out[name] = call.failed
+    return out
+
+
 def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
     """Run the benchmark; returns a JSON-ready dict (see ``report.format_report``). A given
     ``model`` gets its own stages back if ``cfg.compile`` compiled them."""
@@ -76,6 +87,8 @@ def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
             log(f"window plans end to end: {cfg.window_frames} frames of {cfg.window_scene}x{cfg.window_scene}")
             result["window_plans"] = window_plans(cfg, meter, log)
     finally:
+        # a stage whose compiled call failed ran eager: its "compiled" figures are eager ones
+        result["compile_fallbacks"] = compile_fallbacks(net, compiled)
         uncompile_stages(net, compiled)
     result["ratios"] = ratios(result)
     result["seconds"] = time.perf_counter() - t0
