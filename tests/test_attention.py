@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mstt_stvsr.core.errors import InputError
+from mstt_stvsr.core.errors import WeightsError
 from mstt_stvsr.core.net.model import MSTT
 from mstt_stvsr.core.net.transformer import MultiScaleAttention
 from mstt_stvsr.core.net.weights import load_model, save_weights
@@ -88,5 +88,5 @@ def test_training_starts_a_cosine_network_from_dot_weights():
     assert torch.equal(cos.conv_last.weight, dot.conv_last.weight)
     assert torch.allclose(cos.MSST_former.transformer[0].attention.log_temperature.exp(), torch.full((4,), 10.0))
     wrong = MSTT(**{**TINY, "nf": 16}, attention="cosine")
-    with pytest.raises(InputError, match="does not fit"):
+    with pytest.raises(WeightsError, match="does not fit"):
         init_from(wrong, dot.state_dict(), "dot weights")

@@ -58,9 +58,8 @@ class MultiScaleAttention(nn.Module):
         # Centred over the window's tokens first: the embeddings' biases are shared by every token
         # and would otherwise make all cosines alike; what is left is how patches differ.
         tau = self.log_temperature[head].clamp(max=math.log(COSINE_TEMPERATURE_MAX)).exp()
-        q, k = (z.float() - z.float().mean(dim=1, keepdim=True) for z in (q, k))
-        q = F.normalize(q, dim=-1).to(v.dtype) * tau.to(v.dtype)
-        k = F.normalize(k, dim=-1).to(v.dtype)
+        q, k = (F.normalize(z - z.mean(dim=1, keepdim=True), dim=-1).to(v.dtype) for z in (q.float(), k.float()))
+        q = q * tau.to(v.dtype)
         return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
     def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:

@@ -60,10 +60,10 @@ def run_model(model, lr_u8: np.ndarray, device, windows: str = "fast", ensemble:
     import torch
 
     from ..run.clip import run_clip
+    from .multiframe import to_tensor
 
-    lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
-        out = to_u8(run_clip(model, lr, windows, ensemble))
+        out = to_u8(run_clip(model, to_tensor(lr_u8).to(device), windows, ensemble))
     return out, run_base(model, lr_u8, device)
 
 
@@ -72,10 +72,11 @@ def run_base(model, lr_u8: np.ndarray, device):
     import torch
 
     from ..run.flow import flows_tensor
+    from .multiframe import to_tensor
 
     if not getattr(model, "skip", False):
         return None
-    lr = torch.from_numpy(lr_u8).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(device)
+    lr = to_tensor(lr_u8).to(device)
     with torch.no_grad():
         return to_u8(model.base(lr, flows_tensor(lr, model.flow_kind)))
 
@@ -158,7 +159,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     if multiframe:
         from .multiframe import multiframe_gain
 
-        result["multiframe"] = multiframe_gain(model, ((ds.clip(i).lr, ds.clip(i).hr) for i in range(n)))
+        result["multiframe"] = multiframe_gain(model, ((c.lr, c.hr) for c in map(ds.clip, range(n))))
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -87,15 +87,15 @@ NEW_PARAMETERS = ("log_temperature",)
 
 
 def init_from(model, state: dict, source) -> None:
-    """Load ``state`` into ``model``; only parameters named in NEW_PARAMETERS may be missing."""
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        first = str(exc).strip().splitlines()
-        raise InputError(f"{source}: does not fit the configured network ({first[-1].strip()[:200]})") from None
-    bad = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in NEW_PARAMETERS] + list(result.unexpected_keys)
-    if bad:
-        raise InputError(f"{source}: does not fit the configured network ({', '.join(bad[:6])})")
+    """Load ``state`` into ``model``; only parameters named in NEW_PARAMETERS may be missing
+    (they keep the model's initial values). Anything else that does not fit is a WeightsError
+    listing it, as loading weights reports it."""
+    from ..net.weights import check_state_dict
+
+    new = {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in NEW_PARAMETERS}
+    state = {**new, **state}
+    check_state_dict(model, state, str(source))
+    model.load_state_dict(state)
 
 
 class Trainer:
