@@ -5,8 +5,10 @@ Our additions: with ``skip=True`` the network predicts a residual over a paramet
 made of bicubic x4 of each input frame and, for each new middle frame, bicubic x4 of the
 flow-warped average of its two neighbours, so an untrained or briefly trained network starts
 from a motion-compensated baseline instead of from zero; with ``attention="cosine"`` the
-transformer scores tokens by cosine similarity (see spec.ATTENTIONS). Upstream weights need
-skip=False and dot attention (``upstream_exact``).
+transformer scores tokens by cosine similarity (see spec.ATTENTIONS); with ``neighbours=True``
+each input frame's features are fused with its neighbours', aligned by the flows
+(neighbour_fusion.py). Upstream weights need skip=False, dot attention and no neighbour fusion
+(``upstream_exact``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch import nn
 
 from .blocks import make_layer
 from .msd_align import MSDAlign
+from .neighbour_fusion import NeighbourFusion
 from .spec import ATTENTION_DOT, FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
 from .transformer import MSSTFormer
 from .warp import flow_warp
@@ -43,20 +46,26 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 class MSTT(nn.Module):
     def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,  # noqa: N803
-                 skip: bool = True, upstream_exact: bool = False, attention: str = ATTENTION_DOT):
+                 skip: bool = True, upstream_exact: bool = False, attention: str = ATTENTION_DOT,
+                 neighbours: bool = False):
         super().__init__()
         skip = bool(skip) and not upstream_exact  # upstream has no parameter-free base
         if upstream_exact and attention != ATTENTION_DOT:
             raise ValueError("the upstream-exact variant has upstream's dot-product attention")
+        if upstream_exact and neighbours:
+            raise ValueError("the upstream-exact variant has no neighbour fusion")
         self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip,
                            upstream_exact=bool(upstream_exact))
         if attention != ATTENTION_DOT:  # files without the key (older ones, upstream's) mean "dot"
             self.config["attention"] = attention
+        if neighbours:  # likewise: files without the key have no neighbour fusion
+            self.config["neighbours"] = True
         self.attention = attention
         self.skip, self.upstream_exact = skip, bool(upstream_exact)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.feature_extraction = make_layer(nf, front_RBs)
         self.MSD_align = MSDAlign(nf, groups)
+        self.neighbour_fusion = NeighbourFusion(nf) if neighbours else None
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.blending = nn.Conv2d(2 * nf, nf, 1)
         self.MSST_former = MSSTFormer(nf, d_model=4 * nf, attention=attention)
@@ -81,7 +90,9 @@ class MSTT(nn.Module):
         if self.upstream_exact:
             return "upstream-exact"
         name = "mstt_stvsr (with base)" if self.skip else "mstt_stvsr"
-        return name if self.attention == ATTENTION_DOT else f"{name}, {self.attention} attention"
+        if self.attention != ATTENTION_DOT:
+            name += f", {self.attention} attention"
+        return name + ", neighbour fusion" if self.neighbour_fusion is not None else name
 
     # -- stages ---------------------------------------------------------------------------
     def extract(self, frames: torch.Tensor) -> torch.Tensor:
@@ -175,6 +186,8 @@ class MSTT(nn.Module):
         hp, wp = lr_p.shape[-2:]
 
         feats = self.extract(lr_p.reshape(b * t, c, hp, wp)).view(b, t, -1, hp, wp)
+        if self.neighbour_fusion is not None:
+            feats = self.neighbour_fusion(feats, fl_p)
         mids = self.middle_features(feats, fl_p)
         seq = interleave(feats, mids)  # F1 M12 F3 M34 F5 M56 F7
         seq = self.MSST_former(seq)

@@ -81,9 +81,10 @@ def like_params(opt: torch.optim.Optimizer) -> None:
                     state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-# Parameters a model may have that the weights it starts from lack: they keep their initial
-# values (cosine attention's temperatures when starting from dot-attention weights).
-NEW_PARAMETERS = ("log_temperature",)
+# Parameters (or modules) a model may have that the weights it starts from lack: they keep their
+# initial values (cosine attention's temperatures when starting from dot-attention weights; the
+# neighbour fusion, whose zero output conv makes it a no-op until trained).
+NEW_PARAMETERS = ("log_temperature", "neighbour_fusion")
 
 
 def init_from(model, state: dict, source) -> None:
@@ -92,7 +93,7 @@ def init_from(model, state: dict, source) -> None:
     listing it, as loading weights reports it."""
     from ..net.weights import check_state_dict
 
-    new = {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in NEW_PARAMETERS}
+    new = {k: v for k, v in model.state_dict().items() if set(k.split(".")) & set(NEW_PARAMETERS)}
     state = {**new, **state}
     check_state_dict(model, state, str(source))
     model.load_state_dict(state)

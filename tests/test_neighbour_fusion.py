@@ -1,0 +1,100 @@
+"""Neighbour fusion: each input frame's features merged with its neighbours', aligned by flow.
+
+The alignment must put a neighbour's content where the frame has it (else the fusion learns to
+ignore the neighbour, as upstream's unaligned transformer tokens were ignored); the module must
+join existing weights as an exact no-op; the option must survive saving and loading."""
+import numpy as np
+import pytest
+import torch
+
+from mstt_stvsr.core.net.model import MSTT
+from mstt_stvsr.core.net.neighbour_fusion import NeighbourFusion, neighbour_flows
+from mstt_stvsr.core.net.weights import load_model, save_weights
+from mstt_stvsr.core.run.flow import flows_tensor
+from mstt_stvsr.core.training.trainer import init_from
+
+from nets import TINY, tiny_mstt
+
+
+def drifting_clip(shift=(2, -1), n: int = 4, size: int = 48, seed: int = 0) -> torch.Tensor:
+    """(1, n, 3, size, size): one smooth random texture moving by ``shift`` (dx, dy) LR px per frame."""
+    g = torch.Generator().manual_seed(seed)
+    big = torch.rand(1, 3, size // 4 + 8, size // 4 + 8, generator=g)
+    big = torch.nn.functional.interpolate(big, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    dx, dy = shift
+    m = 12  # margin the motion moves within
+    frames = [big[0, :, m - i * dy: m - i * dy + size, m - i * dx: m - i * dx + size] for i in range(n)]
+    return torch.stack(frames).unsqueeze(0)
+
+
+def test_neighbour_flows_put_each_neighbour_onto_the_frame():
+    lr = drifting_clip()
+    flows = flows_tensor(lr)  # the pipeline's own flows (OpenCV DIS), not constructed ones
+    fusion = NeighbourFusion(nf=3)
+    w_prev, w_next = fusion.aligned_neighbours(lr, flows)
+    inner = (slice(None), slice(None), slice(None), slice(8, -8), slice(8, -8))
+    for t in range(1, 4):
+        err = (w_prev[:, t] - lr[:, t])[inner[1:]].abs().mean()
+        raw = (lr[:, t - 1] - lr[:, t])[inner[1:]].abs().mean()
+        assert err < 0.1 * raw, (t, float(err), float(raw))  # aligned: a tenth of the misalignment or better
+    for t in range(3):
+        err = (w_next[:, t] - lr[:, t])[inner[1:]].abs().mean()
+        raw = (lr[:, t + 1] - lr[:, t])[inner[1:]].abs().mean()
+        assert err < 0.1 * raw, (t, float(err), float(raw))
+    # at the ends the frame itself stands in, with zero flow (identity up to grid_sample's rounding)
+    assert torch.allclose(w_prev[:, 0], lr[:, 0], atol=1e-5) and torch.allclose(w_next[:, 3], lr[:, 3], atol=1e-5)
+    fl = neighbour_flows(flows)
+    assert fl[:, 0, 0:2].abs().max() == 0 and fl[:, 3, 2:4].abs().max() == 0
+
+
+def test_fusion_of_a_frame_sees_only_its_two_neighbours():
+    torch.manual_seed(0)
+    fusion = NeighbourFusion(nf=4).eval()
+    torch.nn.init.normal_(fusion.out.weight, std=0.1)
+    feats = torch.rand(1, 4, 4, 16, 16, requires_grad=True)
+    flows = torch.zeros(1, 3, 4, 16, 16)
+    fusion(feats, flows)[:, 0].sum().backward()
+    reach = feats.grad.abs().flatten(2).sum(-1)[0]
+    assert reach[0] > 0 and reach[1] > 0 and reach[2] == 0 and reach[3] == 0
+
+
+def test_fusion_joins_trained_weights_as_a_no_op():
+    """Starting from weights without the module (the shipped ones) changes no output until trained."""
+    plain = tiny_mstt(attention="cosine")
+    fused = MSTT(**TINY, attention="cosine", neighbours=True).eval()
+    init_from(fused, plain.state_dict(), "weights without fusion")
+    lr = drifting_clip(size=40)
+    flows = flows_tensor(lr)
+    with torch.no_grad():
+        assert torch.allclose(fused(lr, flows), plain(lr, flows), atol=1e-6)  # adds an exact zero
+        torch.nn.init.normal_(fused.neighbour_fusion.out.weight, std=0.05)
+        assert (fused(lr, flows) - plain(lr, flows)).abs().max() > 1e-3  # and then it acts
+
+
+def test_fusion_option_saves_and_loads(tmp_path):
+    m = tiny_mstt(neighbours=True)
+    assert m.neighbour_fusion.out.weight.abs().max() > 0  # tiny_mstt gives it a say
+    again = load_model(save_weights(m, tmp_path / "nf.safetensors"))
+    assert again.config.get("neighbours") is True and "neighbour fusion" in again.variant
+    lr, flows = torch.rand(1, 4, 3, 20, 20), torch.rand(1, 3, 4, 20, 20) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(m(lr, flows), again(lr, flows), atol=1e-6)  # same float32 path
+    plain = load_model(save_weights(tiny_mstt(), tmp_path / "plain.safetensors"))
+    assert plain.neighbour_fusion is None and "neighbours" not in plain.config
+    with pytest.raises(ValueError, match="upstream-exact"):
+        MSTT(**TINY, upstream_exact=True, neighbours=True)
+
+
+def test_alignment_commutes_with_flips_as_the_ensemble_needs():
+    """Flipping the clip (frames and flows) flips the aligned neighbours: the self-ensemble
+    transforms flows and relies on it."""
+    lr = drifting_clip(size=40)
+    flows = flows_tensor(lr)
+    flipped_flows = flows.flip(-1).clone()
+    flipped_flows[:, :, 0::2] *= -1  # dx changes sign under a horizontal flip
+    fusion = NeighbourFusion(nf=3)
+    pa = [x.flip(-1) for x in fusion.aligned_neighbours(lr, flows)]
+    pb = fusion.aligned_neighbours(lr.flip(-1), flipped_flows)
+    for x, y in zip(pa, pb):
+        assert np.allclose(x.numpy(), y.numpy(), atol=1e-4)  # bilinear sampling, float32 rounding
+    assert not np.allclose(pa[0].numpy(), fusion.aligned_neighbours(lr.flip(-1), flows.flip(-1))[0].numpy(), atol=1e-2)
