@@ -171,3 +171,29 @@ def test_the_network_package_imports_no_io_or_gis_library():
     code = "import sys, mstt_stvsr.core.run.options, mstt_stvsr.core.net.spec; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+@pytest.mark.parametrize("config", [dict(), dict(attention="cosine", neighbours=True)])
+def test_channels_last_computes_what_nchw_computes_without_converting(config):
+    """The run and training layout: features stay channels_last between stages (the convolutions
+    would otherwise convert every input, ~10 % of a CPU forward), the transformer orders token
+    values as memory holds them, and the outputs are NCHW's. Tolerance 1e-4 in float32: oneDNN
+    picks different convolution algorithms per layout, so sums round differently."""
+    from nets import tiny_mstt
+
+    net = tiny_mstt(**config)
+    lr = torch.rand(2, 4, 3, 40, 56)
+    flows = torch.rand(2, 3, 4, 40, 56) - 0.5
+    with torch.no_grad():
+        want = net(lr, flows)
+        net.to(memory_format=torch.channels_last)
+        assert net.memory_format == torch.channels_last
+        converted = []
+        hooks = [m.register_forward_pre_hook(lambda m, i, name=name: converted.append(name)
+                                             if not i[0].is_contiguous(memory_format=torch.channels_last) else None)
+                 for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and name != "conv_first"]
+        got = net(lr, flows)
+        for h in hooks:
+            h.remove()
+    assert converted == []  # conv_first takes the 3-band frames as they come
+    assert (got - want).abs().max() < 1e-4

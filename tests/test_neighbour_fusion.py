@@ -31,7 +31,7 @@ def test_neighbour_flows_put_each_neighbour_onto_the_frame():
     lr = drifting_clip()
     flows = flows_tensor(lr)  # the pipeline's own flows (OpenCV DIS), not constructed ones
     fusion = NeighbourFusion(nf=3)
-    w_prev, w_next = fusion.aligned_neighbours(lr, flows)
+    w_prev, w_next = (x.view(lr.shape) for x in fusion.aligned_neighbours(lr, flows))
     inner = (slice(None), slice(None), slice(None), slice(8, -8), slice(8, -8))
     for t in range(1, 4):
         err = (w_prev[:, t] - lr[:, t])[inner[1:]].abs().mean()

@@ -25,3 +25,16 @@ class ResidualBlock(nn.Module):
 
 def make_layer(nf: int, n: int) -> nn.Sequential:
     return nn.Sequential(*[ResidualBlock(nf) for _ in range(n)])
+
+
+def in_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """x in ``memory_format`` (a copy only when it is not already): stages hand features on in
+    the convolutions' layout, so that no convolution converts its input."""
+    return x if x.is_contiguous(memory_format=memory_format) else x.contiguous(memory_format=memory_format)
+
+
+def weight_layout(conv: nn.Conv2d) -> torch.memory_format:
+    """The memory format ``conv``'s weight was put in (``module.to(memory_format=...)``)."""
+    w = conv.weight
+    cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format

@@ -82,7 +82,10 @@ def modulated_deform_conv2d_pure(x, offset, mask, weight, bias=None, stride=1, p
                          f"expected {(b, g * k, ho, wo)}")
     out_dtype = x.dtype
     ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    x, offset, mask, weight = x.to(ct), offset.to(ct), mask.to(ct), weight.to(ct)
+    # one copy each into the compute type and the plain layout the sampling below reshapes
+    # (channels_last inputs would otherwise be copied twice)
+    x, offset, mask = (z.to(ct, memory_format=torch.contiguous_format) for z in (x, offset, mask))
+    weight = weight.to(ct)
     # align_corners=True cannot address a 1-px axis; one zero pixel on each side fixes that and
     # changes nothing else (outside pixels count as zero anyway).
     pad = 1 if min(h, w) == 1 else 0

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import make_layer
+from .blocks import in_layout, make_layer, weight_layout
 from .msd_align import MSDAlign
 from .neighbour_fusion import NeighbourFusion
 from .spec import ATTENTION_DOT, FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
@@ -94,6 +94,13 @@ class MSTT(nn.Module):
             name += f", {self.attention} attention"
         return name + ", neighbour fusion" if self.neighbour_fusion is not None else name
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the convolutions' weights (``model.to(memory_format=...)``): features
+        are kept in it between stages, so that no convolution converts its input (channels_last
+        on CPU and CUDA, see core/run/device.py)."""
+        return weight_layout(self.conv_first)
+
     # -- stages ---------------------------------------------------------------------------
     def extract(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, nf, H, W) per-frame features."""
@@ -103,15 +110,17 @@ class MSTT(nn.Module):
         """Features of the 3 missing frames. feats (B, 4, nf, H, W), flows (B, 3, 4, H, W):
         per pair [flow applied to the earlier frame, flow applied to the later frame]."""
         b, t, c, h, w = feats.shape
-        prev = feats[:, :-1].reshape(b * (t - 1), c, h, w)
-        nxt = feats[:, 1:].reshape(b * (t - 1), c, h, w)
+        f4 = feats.reshape(b * t, c, h, w)
+        pairs = torch.arange(b * t, device=feats.device).view(b, t)
+        prev = f4[pairs[:, :-1].reshape(-1)]  # indexing keeps the layout (a reshape would not)
+        nxt = f4[pairs[:, 1:].reshape(-1)]
         fl = flows.reshape(b * (t - 1), 4, h, w)
         if self.upstream_exact:
             return self.upstream_middle_features(prev, nxt, fl).view(b, t - 1, c, h, w)
         # both directions of all pairs in one batch: align(prev -> next) and align(next -> prev)
         aligned = self.MSD_align(torch.cat([prev, nxt]), torch.cat([nxt, prev]))
         warped = torch.cat([flow_warp(prev, fl[:, 0:2]), flow_warp(nxt, fl[:, 2:4])])
-        fused = self.fusion(torch.cat([aligned, warped], dim=1))
+        fused = self.fusion(torch.cat([aligned, in_layout(warped, self.memory_format)], dim=1))
         f_prev, f_next = fused.chunk(2, dim=0)
         mid = self.blending(torch.cat([f_prev, f_next], dim=1))
         return mid.view(b, t - 1, c, h, w)
@@ -189,13 +198,14 @@ class MSTT(nn.Module):
         if self.neighbour_fusion is not None:
             feats = self.neighbour_fusion(feats, fl_p)
         mids = self.middle_features(feats, fl_p)
-        seq = interleave(feats, mids)  # F1 M12 F3 M34 F5 M56 F7
+        seq = interleave(feats, mids, self.memory_format)  # F1 M12 F3 M34 F5 M56 F7
         seq = self.MSST_former(seq)
         # Reconstruction is local: crop the padding beyond its receptive field before it runs
         # at 4x resolution. Pixels inside (h, w) are unchanged; padded sizes cost far less.
         rf = 2 * len(self.recon_trunk) + 4
         hc, wc = min(hp, h + rf), min(wp, w + rf)
-        seq = seq[..., :hc, :wc]
+        seq = seq.reshape(b * (2 * t - 1), -1, hp, wp)[..., :hc, :wc]  # a view: seq is one 4-D tensor
+        seq = in_layout(seq, self.memory_format).view(b, 2 * t - 1, -1, hc, wc)
         if keep is None:
             out = self.reconstruct(seq.reshape(b * (2 * t - 1), -1, hc, wc))
             out = out.view(b, 2 * t - 1, 3, SCALE * hc, SCALE * wc)
@@ -207,10 +217,14 @@ class MSTT(nn.Module):
         return out
 
 
-def interleave(frames: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:
-    """(B, T, ...) and (B, T-1, ...) -> (B, 2T-1, ...) as f0 m0 f1 m1 ... f(T-1)."""
-    b, t = frames.shape[:2]
-    out = frames.new_empty((b, 2 * t - 1, *frames.shape[2:]))
+def interleave(frames: torch.Tensor, mids: torch.Tensor,
+               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """(B, T, C, H, W) and (B, T-1, C, H, W) -> (B, 2T-1, C, H, W) as f0 m0 f1 m1 ... f(T-1),
+    a view of a (B * (2T-1), C, H, W) tensor in ``memory_format``."""
+    b, t, c, h, w = frames.shape
+    out = torch.empty((b * (2 * t - 1), c, h, w), dtype=frames.dtype, device=frames.device,
+                      memory_format=memory_format).view(b, 2 * t - 1, c, h, w)
     out[:, 0::2] = frames
     out[:, 1::2] = mids
     return out
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .blocks import in_layout, weight_layout
 from .dcn import DCNv2Pack
 
 
@@ -27,4 +28,4 @@ class MSDAlign(nn.Module):
         o1 = self.lrelu(self.offset_conv1(torch.cat([neighbour, target], dim=1)))
         scales = [self.lrelu(conv(o1)) for conv in (self.mul_scale1, self.mul_scale2, self.mul_scale3)]
         o2 = self.lrelu(self.offset_conv2(torch.cat(scales, dim=1)))
-        return self.lrelu(self.dcnpack(neighbour, o1 + o2))
+        return in_layout(self.lrelu(self.dcnpack(neighbour, o1 + o2)), weight_layout(self.offset_conv1))

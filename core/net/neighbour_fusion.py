@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import make_layer
+from .blocks import in_layout, make_layer, weight_layout
 from .warp import flow_warp
 
 FUSION_BLOCKS = 2  # residual blocks between the merge conv and the zero-initialised output conv
@@ -49,21 +49,22 @@ class NeighbourFusion(nn.Module):
 
     def aligned_neighbours(self, feats: torch.Tensor, flows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, nf, H, W), pair flows (B, T-1, 4, H, W) -> the previous and the next
-        frame's features warped onto each frame, each (B, T, nf, H, W); at the ends the frame
+        frame's features warped onto each frame, each (B * T, nf, H, W); at the ends the frame
         itself stands in (zero flow: no new information)."""
         b, t, c, h, w = feats.shape
-        prev = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
-        nxt = torch.cat([feats[:, 1:], feats[:, -1:]], dim=1)
+        f4 = feats.reshape(b * t, c, h, w)
+        idx = torch.arange(b * t, device=feats.device).view(b, t)
+        prev = f4[torch.cat([idx[:, :1], idx[:, :-1]], dim=1).reshape(-1)]  # indexing keeps the layout
+        nxt = f4[torch.cat([idx[:, 1:], idx[:, -1:]], dim=1).reshape(-1)]
         fl = neighbour_flows(flows).reshape(b * t, 4, h, w)
-        both = flow_warp(torch.cat([prev, nxt]).reshape(2 * b * t, c, h, w), torch.cat([fl[:, 0:2], fl[:, 2:4]]),
-                         padding_mode="border")
-        w_prev, w_next = both.reshape(2, b, t, c, h, w).unbind(0)
-        return w_prev, w_next
+        both = flow_warp(torch.cat([prev, nxt]), torch.cat([fl[:, 0:2], fl[:, 2:4]]), padding_mode="border")
+        return both.chunk(2, dim=0)
 
     def forward(self, feats: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         """feats (B, T, nf, H, W), pair flows (B, T-1, 4, H, W) -> fused features, same shape."""
         b, t, c, h, w = feats.shape
-        w_prev, w_next = self.aligned_neighbours(feats, flows)
-        x = torch.cat([feats, w_prev, w_next], dim=2).reshape(b * t, 3 * c, h, w)
-        x = self.out(self.body(self.lrelu(self.merge(x))))
-        return feats + x.reshape(b, t, c, h, w)
+        f4 = feats.reshape(b * t, c, h, w)
+        fmt = weight_layout(self.merge)
+        w_prev, w_next = (in_layout(x, fmt) for x in self.aligned_neighbours(feats, flows))
+        x = self.out(self.body(self.lrelu(self.merge(torch.cat([in_layout(f4, fmt), w_prev, w_next], dim=1)))))
+        return (f4 + x).view(b, t, c, h, w)

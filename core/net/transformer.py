@@ -37,17 +37,27 @@ class MultiScaleAttention(nn.Module):
         self.output_linear = nn.Sequential(nn.Conv2d(d_model, d_model, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
     @staticmethod
-    def _tokens(x: torch.Tensor, b: int, t: int, p: int) -> torch.Tensor:
-        """(b*t, c, h, w) -> (b, t*(h/p)*(w/p), c*p*p): one token per patch per frame."""
+    def _tokens(x: torch.Tensor, b: int, t: int, p: int, channels_last: bool = False) -> torch.Tensor:
+        """(b*t, c, h, w) -> (b, t*(h/p)*(w/p), c*p*p): one token per patch per frame.
+
+        A token's c*p*p values are ordered as x's memory holds them (channels first for NCHW,
+        channels last for ``channels_last``), so the copy reads contiguous runs. The order is
+        arbitrary: scores, centring and normalisation sum over it, and _untokens inverts it."""
         _, c, h, w = x.shape
-        x = x.view(b, t, c, h // p, p, w // p, p)
-        x = x.permute(0, 1, 3, 5, 2, 4, 6)
+        if channels_last:
+            x = x.permute(0, 2, 3, 1).view(b, t, h // p, p, w // p, p, c).permute(0, 1, 2, 4, 3, 5, 6)
+        else:
+            x = x.view(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
         return x.reshape(b, t * (h // p) * (w // p), c * p * p)
 
     @staticmethod
-    def _untokens(y: torch.Tensor, b: int, t: int, c: int, h: int, w: int, p: int) -> torch.Tensor:
-        y = y.view(b, t, h // p, w // p, c, p, p)
-        y = y.permute(0, 1, 4, 2, 5, 3, 6)
+    def _untokens(y: torch.Tensor, b: int, t: int, c: int, h: int, w: int, p: int,
+                  channels_last: bool = False) -> torch.Tensor:
+        """Inverse of _tokens for an x of that layout."""
+        if channels_last:
+            y = y.view(b, t, h // p, w // p, p, p, c).permute(0, 1, 2, 4, 3, 5, 6)
+            return y.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        y = y.view(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return y.reshape(b * t, c, h, w)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head: int) -> torch.Tensor:
@@ -68,12 +78,13 @@ class MultiScaleAttention(nn.Module):
         t = bt // b
         q, k, v = self.query_embedding(x), self.key_embedding(x), self.value_embedding(x)
         dh = c // len(self.patch_sizes)
+        cl = v.stride(1) == 1 and c > 1  # channels innermost: the convolutions' channels_last output
         heads = []
         for i, p in enumerate(self.patch_sizes):
             sl = slice(i * dh, (i + 1) * dh)
-            qt, kt, vt = (self._tokens(z[:, sl], b, t, p) for z in (q, k, v))
+            qt, kt, vt = (self._tokens(z[:, sl], b, t, p, cl) for z in (q, k, v))
             yt = self._attend(qt, kt, vt, i)
-            heads.append(self._untokens(yt, b, t, dh, h, w, p))
+            heads.append(self._untokens(yt, b, t, dh, h, w, p, cl))
         # Upstream adds the input here as well as in the block, so x becomes 2x + attn; kept so
         # that upstream checkpoints behave as trained.
         return x + self.output_linear(torch.cat(heads, dim=1))
