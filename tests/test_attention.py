@@ -90,3 +90,29 @@ def test_training_starts_a_cosine_network_from_dot_weights():
     wrong = MSTT(**{**TINY, "nf": 16}, attention="cosine")
     with pytest.raises(WeightsError, match="does not fit"):
         init_from(wrong, dot.state_dict(), "dot weights")
+
+
+@pytest.mark.parametrize("kind", ["cosine", "dot"])
+def test_reduced_precision_attention_on_cpu_matches_float32(kind):
+    """bf16 on the CPU takes its own path (SDPA's CPU fallback computes bf16 in float32, 4x
+    slower); it must compute the same softmax(q k^T s) v, in the regimes the network has:
+    unit-norm cosine tokens times a temperature of 10, and upstream's dot tokens scaled by
+    1/sqrt(dim). Tolerance 3 % of the values' range: the logits are rounded once to bf16's 8-bit
+    mantissa (±0.02 at |logit| 10) on top of the rounding of q, k and v themselves."""
+    import torch.nn.functional as F
+
+    from mstt_stvsr.core.net.transformer import attention
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 60, 400, generator=g) for _ in range(3))
+    k[:, :30] = q[:, :30] + 0.3 * k[:, :30]  # half the keys match their query: a peaked softmax
+    if kind == "cosine":
+        q, k, scale = F.normalize(q, dim=-1) * 10.0, F.normalize(k, dim=-1), 1.0
+    else:
+        scale = 1.0 / 20.0
+    q, k, v = (z.bfloat16() for z in (q, k, v))
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=scale)
+    got = attention(q, k, v, scale).float()
+    assert (got - want).abs().max() < 0.03 * v.float().abs().max()
+    wrong = attention(q, k, v, scale * 0.5).float()
+    assert (wrong - want).abs().max() > 0.1 * v.float().abs().max()  # the check can tell a wrong scale

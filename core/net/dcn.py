@@ -166,8 +166,9 @@ class DCNv2Pack(nn.Module):
         self.backend = "auto"  # a plain attribute (not in the state_dict); see set_backend
 
     def forward(self, x, feat):
-        o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
-        offset = torch.cat([o1, o2], dim=1)
+        om = self.conv_offset_mask(feat)
+        n = om.shape[1] // 3  # [o1, o2, mask]: the offsets are cat([o1, o2]), the first 2n channels
+        offset, m = om[:, :2 * n], om[:, 2 * n:]
         if not self._warned and not offset.is_meta:  # shape-only (meta) tensors have no values
             mean = float(offset.detach().abs().mean())
             if mean > 50:
