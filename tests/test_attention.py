@@ -116,3 +116,19 @@ def test_reduced_precision_attention_on_cpu_matches_float32(kind):
     assert (got - want).abs().max() < 0.03 * v.float().abs().max()
     wrong = attention(q, k, v, scale * 0.5).float()
     assert (wrong - want).abs().max() > 0.1 * v.float().abs().max()  # the check can tell a wrong scale
+
+
+def test_attention_kernel_is_switchable_for_the_benchmark():
+    """The benchmark times the previous default with torch's SDPA; both kernels agree."""
+    from mstt_stvsr.core.net.transformer import KERNEL_SDPA, set_kernel
+
+    m = tiny_mstt(attention="cosine")
+    lr, flows = torch.rand(1, 4, 3, 20, 20), torch.zeros(1, 3, 4, 20, 20)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = m(lr, flows).float()
+        set_kernel(m, KERNEL_SDPA)
+        assert all(a.kernel == KERNEL_SDPA for a in m.modules() if hasattr(a, "kernel"))
+        sdpa = m(lr, flows).float()
+    assert (auto - sdpa).abs().max() < 0.02  # bf16 rounding of logits, on outputs in [0, 1]
+    with pytest.raises(ValueError, match="attention kernel"):
+        set_kernel(m, "flash")

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from ..net.transformer import KERNEL_AUTO, KERNEL_SDPA, set_kernel
 from ..run import device
 from ..run.options import RunOptions
 from ..training.metrics import psnr
@@ -20,13 +21,16 @@ from .throughput import Meter, time_forward
 
 
 @contextlib.contextmanager
-def memory_format(net: torch.nn.Module, fmt: torch.memory_format):
-    """``net`` in ``fmt`` for a while, then back in channels_last (the pipeline's layout)."""
+def network_path(net: torch.nn.Module, fmt: torch.memory_format, kernel: str):
+    """``net`` in layout ``fmt`` with attention ``kernel`` for a while, then back to the
+    pipeline's own (channels_last, "auto")."""
     net.to(memory_format=fmt)
+    set_kernel(net, kernel)
     try:
         yield net
     finally:
         net.to(memory_format=torch.channels_last)
+        set_kernel(net, KERNEL_AUTO)
 
 
 def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
@@ -45,31 +49,37 @@ def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: in
     return 2 * n ** 3 / statistics.median(times) / 1e12
 
 
+# the network paths compared (names in results and reports)
+DEFAULT_PATH, PREVIOUS_PATH, EAGER_PATH = "default", "previous default (NCHW, SDPA)", "eager fp32 NCHW"
+
+
 def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
-    """At one tile: the default path (channels_last, the device's default precision) against
-    the previous default (same precision, NCHW) and plain eager fp32 NCHW: seconds per forward,
-    the outputs' PSNR against the fp32 reference, and FLOP/s against a same-run matmul."""
+    """At one tile: the default path (channels_last, the device's default precision, attention
+    as attention() picks) against the previous default (same precision, NCHW, torch's SDPA)
+    and plain eager fp32 NCHW: seconds per forward, the outputs' PSNR against the fp32
+    reference, and FLOP/s against a same-run matmul."""
     tile = device.round_tile(cfg.compare_tile)
     dtype = device.resolve_precision("auto", meter.dev)
-    paths = {"default": (torch.channels_last, dtype), "previous default (NCHW)": (torch.contiguous_format, dtype),
-             "eager fp32 NCHW": (torch.contiguous_format, torch.float32)}
+    paths = {DEFAULT_PATH: (torch.channels_last, dtype, KERNEL_AUTO),
+             PREVIOUS_PATH: (torch.contiguous_format, dtype, KERNEL_SDPA),
+             EAGER_PATH: (torch.contiguous_format, torch.float32, KERNEL_SDPA)}
     res = {"tile": tile, "precision": device.precision_name(dtype), "paths": {}}
     g = torch.Generator().manual_seed(1)
     lr = torch.rand(1, 4, 3, tile, tile, generator=g).to(meter.dev)
     fl = (torch.randn(1, 3, 4, tile, tile, generator=g) * 0.5).to(meter.dev)
     outputs = {}
-    for name, (fmt, dt) in paths.items():
-        with memory_format(meter.net, fmt):
+    for name, (fmt, dt, kernel) in paths.items():
+        with network_path(meter.net, fmt, kernel):
             times = time_forward(meter.net, meter.dev, dt, 1, tile, cfg.reps, cfg.warmup)
             with torch.inference_mode(), device.autocast(meter.dev, dt):
                 outputs[name] = meter.net(lr, fl).float()
         res["paths"][name] = {"seconds": statistics.median(times), "seconds_all": times}
         log(f"  {name}: {res['paths'][name]['seconds']:.3f} s per forward")
-    ref = outputs["eager fp32 NCHW"]
+    ref = outputs[EAGER_PATH]
     for name in paths:
         res["paths"][name]["psnr_vs_fp32_db"] = psnr(outputs[name].cpu().numpy(), ref.cpu().numpy(), peak=1.0)
     flops = count_flops(meter.model, 1, tile, tile)
-    res["network_tflops"] = flops / res["paths"]["default"]["seconds"] / 1e12
+    res["network_tflops"] = flops / res["paths"][DEFAULT_PATH]["seconds"] / 1e12
     res["matmul_tflops"] = matmul_tflops(meter.dev, dtype)
     log(f"  network {res['network_tflops']:.3f} TFLOP/s, {res['precision']} matmul {res['matmul_tflops']:.3f} TFLOP/s")
     return res

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..net.spec import SCALE
+from .compare import DEFAULT_PATH, EAGER_PATH, PREVIOUS_PATH
 from .throughput import find_row
 
 # ratios whose names contain these are fractions, printed as percentages; the others are "x"
@@ -30,8 +31,8 @@ def ratios(result: dict) -> dict:
 def path_ratios(p: dict) -> dict:
     t = {name: r["seconds"] for name, r in p["paths"].items()}
     tag = f"tile {p['tile']}, {p['precision']}"
-    return {f"network default path/previous default (NCHW) speed-up, {tag}": t["previous default (NCHW)"] / t["default"],
-            f"network default path/eager fp32 speed-up, tile {p['tile']}": t["eager fp32 NCHW"] / t["default"],
+    return {f"network default path/{PREVIOUS_PATH} speed-up, {tag}": t[PREVIOUS_PATH] / t[DEFAULT_PATH],
+            f"network default path/eager fp32 speed-up, tile {p['tile']}": t[EAGER_PATH] / t[DEFAULT_PATH],
             f"network FLOP/s share of a same-run {p['precision']} matmul": p["network_tflops"] / p["matmul_tflops"]}
 
 

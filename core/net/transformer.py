@@ -29,6 +29,7 @@ class MultiScaleAttention(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.patch_sizes = tuple(patch_sizes)
         self.attention = attention
+        self.kernel = KERNEL_AUTO  # a plain attribute (not in the state_dict); see set_kernel
         if attention == ATTENTION_COSINE:  # log-temperature per head
             self.log_temperature = nn.Parameter(torch.full((len(self.patch_sizes),), math.log(COSINE_TEMPERATURE_INIT)))
         self.query_embedding = nn.Conv2d(d_model, d_model, 1)
@@ -63,13 +64,13 @@ class MultiScaleAttention(nn.Module):
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head: int) -> torch.Tensor:
         """q, k, v (B, L, D) tokens of one head -> (B, L, D)."""
         if self.attention == ATTENTION_DOT:  # upstream: 1/sqrt(token dim)
-            return attention(q, k, v, 1.0 / math.sqrt(q.shape[-1]))
+            return attention(q, k, v, 1.0 / math.sqrt(q.shape[-1]), self.kernel)
         # Centred over the window's tokens first: the embeddings' biases are shared by every token
         # and would otherwise make all cosines alike; what is left is how patches differ.
         tau = self.log_temperature[head].clamp(max=math.log(COSINE_TEMPERATURE_MAX)).exp()
         q, k = (F.normalize(z - z.mean(dim=1, keepdim=True), dim=-1).to(v.dtype) for z in (q.float(), k.float()))
         q = q * tau.to(v.dtype)
-        return attention(q, k, v, 1.0)
+        return attention(q, k, v, 1.0, self.kernel)
 
     def forward(self, x: torch.Tensor, b: int) -> torch.Tensor:
         """x (B*T, d_model, H, W) -> same shape; attention over all patches of all T frames."""
@@ -89,18 +90,33 @@ class MultiScaleAttention(nn.Module):
         return x + self.output_linear(torch.cat(heads, dim=1))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+# How attention is computed: "sdpa" is torch's scaled_dot_product_attention everywhere; "auto"
+# replaces it where it is slow (see attention()).
+KERNEL_AUTO, KERNEL_SDPA = "auto", "sdpa"
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kernel: str = KERNEL_AUTO) -> torch.Tensor:
     """softmax(q k^T * scale) v for (B, L, D) tokens.
 
-    scaled_dot_product_attention, except for bf16/fp16 on the CPU: there it falls back to a
-    math path that upcasts to float32, so both matmuls (most of the attention's FLOPs, tokens
-    of 64 x p^2 values) ran at fp32 speed, ~4x slower than bf16 on CPUs with bf16 units. Here
-    the matmuls stay in the input's precision (float32 accumulation, logits rounded once to
-    it, as every convolution's output is under autocast) and softmax runs in float32."""
-    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
+    scaled_dot_product_attention, except for bf16/fp16 on the CPU with ``kernel`` "auto": there
+    SDPA falls back to a math path that upcasts to float32, so both matmuls (most of the
+    attention's FLOPs, tokens of 64 x p^2 values) ran at fp32 speed, ~4x slower than bf16 on
+    CPUs with bf16 units. Here the matmuls stay in the input's precision (float32
+    accumulation, logits rounded once to it, as every convolution's output is under
+    autocast) and softmax runs in float32."""
+    if kernel == KERNEL_SDPA or q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     logits = torch.bmm(q, k.transpose(1, 2)).float().mul_(scale)
     return torch.bmm(torch.softmax(logits, dim=-1).to(v.dtype), v)
+
+
+def set_kernel(model: nn.Module, kernel: str = KERNEL_AUTO) -> None:
+    """Compute every attention in ``model`` with ``kernel`` ("auto" or "sdpa")."""
+    if kernel not in (KERNEL_AUTO, KERNEL_SDPA):
+        raise ValueError(f"attention kernel {kernel!r}: expected {KERNEL_AUTO!r} or {KERNEL_SDPA!r}")
+    for m in model.modules():
+        if isinstance(m, MultiScaleAttention):
+            m.kernel = kernel
 
 
 class FeedForward(nn.Module):
