@@ -197,3 +197,25 @@ def test_channels_last_computes_what_nchw_computes_without_converting(config):
             h.remove()
     assert converted == []  # conv_first takes the 3-band frames as they come
     assert (got - want).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("rows", [8, 9, 64])
+def test_high_res_stages_in_strips_equal_the_whole_frame(monkeypatch, rows):
+    """Inference runs the 4x stages in strips of rows with a halo (cache-sized); the halo must
+    cover what the strip's outputs read, or strip edges show. Tolerance 1e-5 in float32: the
+    convolutions may pick other algorithms for other sizes."""
+    from mstt_stvsr.core.net import model as model_module
+    from nets import tiny_mstt
+
+    net = tiny_mstt()
+    feats = torch.rand(2, 8, 37, 21)  # 74 rows at 2x: several strips and a short last one
+    with torch.enable_grad():
+        whole = net.reconstruct(feats).detach()
+    monkeypatch.setattr(model_module, "HR_STRIP_ROWS", rows)
+    with torch.no_grad():
+        strips = net.reconstruct(feats)
+    assert strips.shape == whole.shape == (2, 3, 148, 84)
+    assert (strips - whole).abs().max() < 1e-5
+    monkeypatch.setattr(model_module, "HR_HALO", 1)  # too small a halo: the strip edges differ
+    with torch.no_grad():
+        assert (net.reconstruct(feats) - whole).abs().max() > 1e-4
