@@ -81,7 +81,7 @@ def test_quick_bench_tiny_model(tmp_path):
     assert not list(tmp_path.iterdir())  # the synthetic stacks were removed
 
     paths = res["paths"]["paths"]
-    assert set(paths) == {"default", "previous default (NCHW, SDPA)", "eager fp32 NCHW"}
+    assert set(paths) == {"default", "previous default (NCHW, SDPA, whole frames)", "eager fp32 NCHW"}
     assert paths["eager fp32 NCHW"]["psnr_vs_fp32_db"] == math.inf
     assert min(p["psnr_vs_fp32_db"] for p in paths.values()) > 40  # bf16 or layout: tiny differences
     assert ratios["network default path/eager fp32 speed-up, tile 80"] == pytest.approx(

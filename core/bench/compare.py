@@ -21,16 +21,18 @@ from .throughput import Meter, time_forward
 
 
 @contextlib.contextmanager
-def network_path(net: torch.nn.Module, fmt: torch.memory_format, kernel: str):
-    """``net`` in layout ``fmt`` with attention ``kernel`` for a while, then back to the
-    pipeline's own (channels_last, "auto")."""
+def network_path(net: torch.nn.Module, fmt: torch.memory_format, kernel: str, strips: bool):
+    """``net`` in layout ``fmt`` with attention ``kernel`` and the HR stages in strips or not
+    for a while, then back to the pipeline's own (channels_last, "auto", strips)."""
     net.to(memory_format=fmt)
     set_kernel(net, kernel)
+    net.hr_strips = strips
     try:
         yield net
     finally:
         net.to(memory_format=torch.channels_last)
         set_kernel(net, KERNEL_AUTO)
+        net.hr_strips = True
 
 
 def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -52,26 +54,26 @@ def matmul_tflops(dev: torch.device, dtype: torch.dtype, n: int = 2048, reps: in
 
 
 # the network paths compared (names in results and reports)
-DEFAULT_PATH, PREVIOUS_PATH, EAGER_PATH = "default", "previous default (NCHW, SDPA)", "eager fp32 NCHW"
+DEFAULT_PATH, PREVIOUS_PATH, EAGER_PATH = "default", "previous default (NCHW, SDPA, whole frames)", "eager fp32 NCHW"
 
 
 def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
     """At one tile: the default path (channels_last, the device's default precision, attention
-    as attention() picks) against the previous default (same precision, NCHW, torch's SDPA)
-    and plain eager fp32 NCHW: seconds per forward, the outputs' PSNR against the fp32
+    as attention() picks, HR stages in strips) against the previous default (same precision,
+    NCHW, torch's SDPA, whole frames) and plain eager fp32 NCHW (likewise): seconds per forward, the outputs' PSNR against the fp32
     reference, and FLOP/s against a same-run matmul."""
     tile = device.round_tile(cfg.compare_tile)
     dtype = device.resolve_precision("auto", meter.dev)
-    paths = {DEFAULT_PATH: (torch.channels_last, dtype, KERNEL_AUTO),
-             PREVIOUS_PATH: (torch.contiguous_format, dtype, KERNEL_SDPA),
-             EAGER_PATH: (torch.contiguous_format, torch.float32, KERNEL_SDPA)}
+    paths = {DEFAULT_PATH: (torch.channels_last, dtype, KERNEL_AUTO, True),
+             PREVIOUS_PATH: (torch.contiguous_format, dtype, KERNEL_SDPA, False),
+             EAGER_PATH: (torch.contiguous_format, torch.float32, KERNEL_SDPA, False)}
     res = {"tile": tile, "precision": device.precision_name(dtype), "paths": {}}
     g = torch.Generator().manual_seed(1)
     lr = torch.rand(1, 4, 3, tile, tile, generator=g).to(meter.dev)
     fl = (torch.randn(1, 3, 4, tile, tile, generator=g) * 0.5).to(meter.dev)
     outputs = {}
-    for name, (fmt, dt, kernel) in paths.items():
-        with network_path(meter.net, fmt, kernel):
+    for name, (fmt, dt, kernel, strips) in paths.items():
+        with network_path(meter.net, fmt, kernel, strips):
             times = time_forward(meter.net, meter.dev, dt, 1, tile, cfg.reps, cfg.warmup)
             with torch.inference_mode(), device.autocast(meter.dev, dt):
                 outputs[name] = meter.net(lr, fl).float()

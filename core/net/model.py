@@ -83,6 +83,7 @@ class MSTT(nn.Module):
         self.HRconv = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+        self.hr_strips = True  # a plain attribute (not in the state_dict): see reconstruct
         if skip:  # start exactly at the base; the residual grows as training finds it
             nn.init.zeros_(self.conv_last.weight)
             nn.init.zeros_(self.conv_last.bias)
@@ -149,7 +150,7 @@ class MSTT(nn.Module):
         x = self.recon_trunk(feats)
         x = self.lrelu(self.pixel_shuffle(self.upconv1(x)))
         rows = x.shape[2]
-        if torch.is_grad_enabled() or rows <= HR_STRIP_ROWS:
+        if torch.is_grad_enabled() or not self.hr_strips or rows <= HR_STRIP_ROWS:
             return self.high_res(x)
         # Frame by frame in strips of rows (with the halo their 3x3 convs read, computed and
         # cropped): a whole frame's 4x activations do not stay in cache, a strip's do. Same outputs; the HR stages
