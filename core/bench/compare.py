@@ -60,8 +60,9 @@ DEFAULT_PATH, PREVIOUS_PATH, EAGER_PATH = "default", "previous default (NCHW, SD
 def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
     """At one tile: the default path (channels_last, the device's default precision, attention
     as attention() picks, HR stages in strips) against the previous default (same precision,
-    NCHW, torch's SDPA, whole frames) and plain eager fp32 NCHW (likewise): seconds per forward, the outputs' PSNR against the fp32
-    reference, and FLOP/s against a same-run matmul."""
+    NCHW, torch's SDPA, whole frames) and plain eager fp32 NCHW (likewise): seconds per
+    forward, the outputs' PSNR against the fp32 reference, and FLOP/s against a same-run
+    matmul."""
     tile = device.round_tile(cfg.compare_tile)
     dtype = device.resolve_precision("auto", meter.dev)
     paths = {DEFAULT_PATH: (torch.channels_last, dtype, KERNEL_AUTO, True),

@@ -38,3 +38,12 @@ def weight_layout(conv: nn.Conv2d) -> torch.memory_format:
     w = conv.weight
     cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     return torch.channels_last if cl else torch.contiguous_format
+
+
+def frames_at(feats: torch.Tensor, index) -> torch.Tensor:
+    """feats (B, T, C, H, W) -> (B * K, C, H, W): frames ``index`` (K of 0..T-1) of every window,
+    window by window. Indexing keeps the features' memory layout, where a reshape of a slice
+    would copy into NCHW."""
+    b, t, c, h, w = feats.shape
+    rows = torch.arange(b, device=feats.device).view(b, 1) * t + torch.as_tensor(index, device=feats.device)
+    return feats.reshape(b * t, c, h, w)[rows.reshape(-1)]

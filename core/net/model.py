@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import in_layout, make_layer, weight_layout
+from .blocks import frames_at, in_layout, make_layer, weight_layout
 from .msd_align import MSDAlign
 from .neighbour_fusion import NeighbourFusion
 from .spec import ATTENTION_DOT, FLOW_FULL, FLOW_MIDDLE, MULTIPLE, N_IN, SCALE
@@ -118,10 +118,7 @@ class MSTT(nn.Module):
         """Features of the 3 missing frames. feats (B, 4, nf, H, W), flows (B, 3, 4, H, W):
         per pair [flow applied to the earlier frame, flow applied to the later frame]."""
         b, t, c, h, w = feats.shape
-        f4 = feats.reshape(b * t, c, h, w)
-        pairs = torch.arange(b * t, device=feats.device).view(b, t)
-        prev = f4[pairs[:, :-1].reshape(-1)]  # indexing keeps the layout (a reshape would not)
-        nxt = f4[pairs[:, 1:].reshape(-1)]
+        prev, nxt = frames_at(feats, range(t - 1)), frames_at(feats, range(1, t))
         fl = flows.reshape(b * (t - 1), 4, h, w)
         if self.upstream_exact:
             return self.upstream_middle_features(prev, nxt, fl).view(b, t - 1, c, h, w)
@@ -153,8 +150,9 @@ class MSTT(nn.Module):
         if torch.is_grad_enabled() or not self.hr_strips or rows <= HR_STRIP_ROWS:
             return self.high_res(x)
         # Frame by frame in strips of rows (with the halo their 3x3 convs read, computed and
-        # cropped): a whole frame's 4x activations do not stay in cache, a strip's do. Same outputs; the HR stages
-        # take 83 ms instead of 121 per 640 x 640 output frame (2-core AMD EPYC, bf16).
+        # cropped): a whole frame's 4x activations do not stay in cache, a strip's do. Same
+        # outputs; the HR stages take 83 ms instead of 121 per 640 x 640 output frame (2-core
+        # AMD EPYC, bf16).
         frames = []
         for n in range(x.shape[0]):
             out = []
@@ -254,4 +252,3 @@ def interleave(frames: torch.Tensor, mids: torch.Tensor,
     out[:, 0::2] = frames
     out[:, 1::2] = mids
     return out
-

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import in_layout, make_layer, weight_layout
+from .blocks import frames_at, in_layout, make_layer, weight_layout
 from .warp import flow_warp
 
 FUSION_BLOCKS = 2  # residual blocks between the merge conv and the zero-initialised output conv
@@ -52,10 +52,8 @@ class NeighbourFusion(nn.Module):
         frame's features warped onto each frame, each (B * T, nf, H, W); at the ends the frame
         itself stands in (zero flow: no new information)."""
         b, t, c, h, w = feats.shape
-        f4 = feats.reshape(b * t, c, h, w)
-        idx = torch.arange(b * t, device=feats.device).view(b, t)
-        prev = f4[torch.cat([idx[:, :1], idx[:, :-1]], dim=1).reshape(-1)]  # indexing keeps the layout
-        nxt = f4[torch.cat([idx[:, 1:], idx[:, -1:]], dim=1).reshape(-1)]
+        prev = frames_at(feats, [0, *range(t - 1)])
+        nxt = frames_at(feats, [*range(1, t), t - 1])
         fl = neighbour_flows(flows).reshape(b * t, 4, h, w)
         both = flow_warp(torch.cat([prev, nxt]), torch.cat([fl[:, 0:2], fl[:, 2:4]]), padding_mode="border")
         return both.chunk(2, dim=0)
