@@ -221,3 +221,39 @@ def test_gpu_training_script_dry_run(tmp_path):
     assert "== 4 clips; training" in r.stdout
     assert load_model(tmp_path / "out" / "weights.safetensors").config["nf"] == 8
     assert (tmp_path / "out" / "train_log.csv").read_text().startswith("step,")
+
+
+def test_ship_weights_makes_steps_and_log_cumulative(data, tmp_path):
+    """tools/ship_weights.py: the shipped file gets the candidate's tensors with trained_steps
+    shipped + run, and the run's log continues the cumulative log (steps and seconds offset)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny_cfg(data, tmp_path / "run", **{"train.steps": 3})
+    run_training(cfg, export=tmp_path / "cand.safetensors", progress=False, log=lambda m: None)
+    shipped = tmp_path / "shipped.safetensors"
+    with safe_open(str(tmp_path / "cand.safetensors"), "pt") as f:
+        meta = dict(f.metadata(), trained_steps="100")
+        save_file({k: torch.zeros_like(f.get_tensor(k)) for k in f.keys()}, str(shipped), metadata=meta)
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,loss,lr,seconds,step_seconds\n100,0.05,1e-6,500.0,4.0\n")
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "ship_weights.py"
+    r = subprocess.run([sys.executable, str(tool), "--candidate", str(tmp_path / "cand.safetensors"),
+                        "--log", str(tmp_path / "run" / "log.csv"), "--note", "test run",
+                        "--dest", str(shipped), "--train-log", str(log)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with safe_open(str(shipped), "pt") as f:
+        assert f.metadata()["trained_steps"] == "103" and f.metadata()["last_run"] == "test run"
+    cand, got = load_file(str(tmp_path / "cand.safetensors")), load_file(str(shipped))
+    assert all(torch.equal(cand[k], got[k]) for k in cand)
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        run_rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows[1:]] == [100 + int(r["step"]) for r in run_rows]
+    assert float(rows[-1]["seconds"]) == pytest.approx(500.0 + float(run_rows[-1]["seconds"]), abs=0.05)
