@@ -19,4 +19,6 @@ def tiny_mstt(residual: float = RESIDUAL, seed: int = 0, **config) -> MSTT:
         torch.nn.init.normal_(m.conv_last.weight, std=residual)
         if m.neighbour_fusion is not None:  # zero-initialised too: give the fusion a say as well
             torch.nn.init.normal_(m.neighbour_fusion.out.weight, std=residual)
+            if m.neighbour_fusion.subpixel is not None:
+                torch.nn.init.normal_(m.neighbour_fusion.subpixel.weight, std=residual)
     return m.eval()

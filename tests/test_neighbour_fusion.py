@@ -71,6 +71,41 @@ def test_fusion_joins_trained_weights_as_a_no_op():
         assert (fused(lr, flows) - plain(lr, flows)).abs().max() > 1e-3  # and then it acts
 
 
+def test_subpixel_branch_joins_fused_weights_as_a_no_op():
+    """Weights trained with the bilinear fusion alone (run 6) gain the sub-pixel branch unchanged."""
+    fused = tiny_mstt(attention="cosine", neighbours=True)
+    sub = MSTT(**TINY, attention="cosine", neighbours=True, subpixel=True).eval()
+    init_from(sub, fused.state_dict(), "weights without the sub-pixel branch")
+    lr = drifting_clip(shift=(1, 0), size=40)
+    lr = torch.cat([lr[:, :1], 0.5 * (lr[:, 1:] + lr[:, :-1])], dim=1)  # half-pixel steps: fractional flows
+    flows = flows_tensor(lr)
+    with torch.no_grad():
+        assert torch.equal(sub(lr, flows), fused(lr, flows))  # adds an exact zero, same float path otherwise
+        torch.nn.init.normal_(sub.neighbour_fusion.subpixel.weight, std=0.05)
+        assert (sub(lr, flows) - fused(lr, flows)).abs().max() > 1e-3  # and then it acts
+
+
+def test_subpixel_samples_are_unblended_and_offsets_say_where_they_lie():
+    """The sub-pixel branch's inputs: each neighbour's feature taken whole at the nearest pixel
+    of p + flow (no blending of two pixels), and the flow's remainder, the sample's offset."""
+    fusion = NeighbourFusion(nf=2, subpixel=True)
+    feats = torch.arange(4 * 2 * 12 * 12, dtype=torch.float32).view(1, 4, 2, 12, 12)
+    flows = torch.zeros(1, 3, 4, 12, 12)
+    flows[:, :, 2], flows[:, :, 3] = 0.7, -1.2  # mid->later; mid->earlier stays 0: earlier->later (0.7, -1.2)
+    prev, nxt = (x.view(1, 4, 2, 12, 12) for x in fusion.aligned_neighbours(feats, flows, mode="nearest"))
+    for t in range(3):  # the next frame's pixel at (x + 1, y - 1) exactly: 0.7 -> 1, -1.2 -> -1
+        assert torch.equal(nxt[0, t, :, 3:10, 1:10], feats[0, t + 1, :, 2:9, 2:11])
+    for t in range(1, 4):  # the previous frame's, at (x - 1, y + 1)
+        assert torch.equal(prev[0, t, :, 2:9, 2:10], feats[0, t - 1, :, 3:10, 1:9])
+    off = fusion.sample_offsets(flows).view(1, 4, 4, 12, 12)
+    assert torch.allclose(off[0, 1:, 0:2, 5, 5], torch.tensor([0.3, 0.2]).expand(3, 2), atol=1e-6)
+    assert torch.allclose(off[0, :3, 2:4, 5, 5], torch.tensor([-0.3, -0.2]).expand(3, 2), atol=1e-6)
+    assert off[0, 0, 0:2].abs().max() == 0 and off[0, 3, 2:4].abs().max() == 0  # the ends: the frame itself
+    # bilinear warping blends: the same neighbour at 0.7 px is no single pixel of it
+    bil = fusion.aligned_neighbours(feats, flows)[1].view(1, 4, 2, 12, 12)
+    assert not torch.equal(bil[0, 0, :, 3:10, 1:10], feats[0, 1, :, 2:9, 2:11])
+
+
 def test_fusion_option_saves_and_loads(tmp_path):
     m = tiny_mstt(neighbours=True)
     assert m.neighbour_fusion.out.weight.abs().max() > 0  # tiny_mstt gives it a say
@@ -79,10 +114,18 @@ def test_fusion_option_saves_and_loads(tmp_path):
     lr, flows = torch.rand(1, 4, 3, 20, 20), torch.rand(1, 3, 4, 20, 20) - 0.5
     with torch.no_grad():
         assert torch.allclose(m(lr, flows), again(lr, flows), atol=1e-6)  # same float32 path
+    assert again.neighbour_fusion.subpixel is None and "subpixel" not in again.config
     plain = load_model(save_weights(tiny_mstt(), tmp_path / "plain.safetensors"))
     assert plain.neighbour_fusion is None and "neighbours" not in plain.config
     with pytest.raises(ValueError, match="upstream-exact"):
         MSTT(**TINY, upstream_exact=True, neighbours=True)
+    sub = tiny_mstt(neighbours=True, subpixel=True)
+    again = load_model(save_weights(sub, tmp_path / "sub.safetensors"))
+    assert again.config.get("subpixel") is True and "sub-pixel" in again.variant
+    with torch.no_grad():
+        assert torch.allclose(sub(lr, flows), again(lr, flows), atol=1e-6)
+    with pytest.raises(ValueError, match="needs neighbours"):
+        MSTT(**TINY, subpixel=True)
 
 
 def test_alignment_commutes_with_flips_as_the_ensemble_needs():
@@ -98,6 +141,10 @@ def test_alignment_commutes_with_flips_as_the_ensemble_needs():
     for x, y in zip(pa, pb):
         assert np.allclose(x.numpy(), y.numpy(), atol=1e-4)  # bilinear sampling, float32 rounding
     assert not np.allclose(pa[0].numpy(), fusion.aligned_neighbours(lr.flip(-1), flows.flip(-1))[0].numpy(), atol=1e-2)
+    # the sub-pixel offsets turn with the clip: x offsets change sign under the flip
+    oa = NeighbourFusion.sample_offsets(flows).flip(-1)
+    oa[:, 0::2] *= -1
+    assert torch.allclose(oa, NeighbourFusion.sample_offsets(flipped_flows), atol=1e-6)
 
 
 def test_shipped_weights_take_detail_from_the_neighbours():

@@ -7,7 +7,8 @@ flow-warped average of its two neighbours, so an untrained or briefly trained ne
 from a motion-compensated baseline instead of from zero; with ``attention="cosine"`` the
 transformer scores tokens by cosine similarity (see spec.ATTENTIONS); with ``neighbours=True``
 each input frame's features are fused with its neighbours', aligned by the flows
-(neighbour_fusion.py). Upstream weights need skip=False, dot attention and no neighbour fusion
+(neighbour_fusion.py; ``subpixel=True`` also gives it the neighbours' unblended samples and
+their sub-pixel offsets). Upstream weights need skip=False, dot attention and no neighbour fusion
 (``upstream_exact``).
 """
 from __future__ import annotations
@@ -54,25 +55,29 @@ HR_HALO = 2
 class MSTT(nn.Module):
     def __init__(self, nf: int = 64, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,  # noqa: N803
                  skip: bool = True, upstream_exact: bool = False, attention: str = ATTENTION_DOT,
-                 neighbours: bool = False):
+                 neighbours: bool = False, subpixel: bool = False):
         super().__init__()
         skip = bool(skip) and not upstream_exact  # upstream has no parameter-free base
         if upstream_exact and attention != ATTENTION_DOT:
             raise ValueError("the upstream-exact variant has upstream's dot-product attention")
         if upstream_exact and neighbours:
             raise ValueError("the upstream-exact variant has no neighbour fusion")
+        if subpixel and not neighbours:
+            raise ValueError("subpixel adds the neighbours' sub-pixel samples to the neighbour fusion: it needs neighbours=True")
         self.config = dict(nf=nf, groups=groups, front_RBs=front_RBs, back_RBs=back_RBs, skip=skip,
                            upstream_exact=bool(upstream_exact))
         if attention != ATTENTION_DOT:  # files without the key (older ones, upstream's) mean "dot"
             self.config["attention"] = attention
         if neighbours:  # likewise: files without the key have no neighbour fusion
             self.config["neighbours"] = True
+        if subpixel:  # and those without this one fuse bilinearly warped neighbours only
+            self.config["subpixel"] = True
         self.attention = attention
         self.skip, self.upstream_exact = skip, bool(upstream_exact)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.feature_extraction = make_layer(nf, front_RBs)
         self.MSD_align = MSDAlign(nf, groups)
-        self.neighbour_fusion = NeighbourFusion(nf) if neighbours else None
+        self.neighbour_fusion = NeighbourFusion(nf, subpixel=bool(subpixel)) if neighbours else None
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.blending = nn.Conv2d(2 * nf, nf, 1)
         self.MSST_former = MSSTFormer(nf, d_model=4 * nf, attention=attention)
@@ -100,7 +105,10 @@ class MSTT(nn.Module):
         name = "mstt_stvsr (with base)" if self.skip else "mstt_stvsr"
         if self.attention != ATTENTION_DOT:
             name += f", {self.attention} attention"
-        return name + ", neighbour fusion" if self.neighbour_fusion is not None else name
+        if self.neighbour_fusion is None:
+            return name
+        return name + (", neighbour fusion with sub-pixel samples" if self.neighbour_fusion.subpixel is not None
+                       else ", neighbour fusion")
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -11,7 +11,8 @@ from ..errors import InputError
 
 ROOT_CONFIGS = PLUGIN_DIR / "configs"
 DEFAULTS = {
-    "model": {"nf": 64, "groups": 8, "front_RBs": 5, "back_RBs": 10, "skip": True, "attention": "cosine", "neighbours": True},
+    "model": {"nf": 64, "groups": 8, "front_RBs": 5, "back_RBs": 10, "skip": True, "attention": "cosine", "neighbours": True,
+              "subpixel": True},
     "data": {"root": "build/data/train", "layout": "auto", "list": "", "crop": 80, "flow_cache": "",
              "time_reverse": True},
     "train": {"steps": 100000, "batch": 1, "lr": 4e-4, "lr_min": 1e-7, "restart": 0, "warmup": 0,
