@@ -112,6 +112,32 @@ def test_crop_sampler_shapes_and_flow_cache(data, tmp_path):
     assert np.abs(got - lr.numpy()[..., 2:-2, 2:-2]).mean() < 0.5 / 255
 
 
+def test_threaded_sampling_draws_the_same_batches(data, tmp_path):
+    """The GPU's background sampling (a thread pool, one batch ahead) feeds exactly the batches
+    that sampling in turn feeds; different generator states give different batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mstt_stvsr.core.training.train import batches, loader_threads
+
+    s = build_sampler(tiny_cfg(data, tmp_path))
+    s.precompute(progress=False)
+    inline = s.batch(np.random.default_rng(3), 4)
+    with ThreadPoolExecutor(3) as pool:
+        pooled = s.batch(np.random.default_rng(3), 4, pool)
+    assert all(torch.equal(a, b) for a, b in zip(inline, pooled))
+    assert not torch.equal(inline[1], s.batch(np.random.default_rng(4), 4)[1])
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    feed = batches(s, rng_a, 2, threads=2)
+    ahead = [next(feed) for _ in range(3)]
+    feed.close()
+    for got in ahead:
+        assert all(torch.equal(a, b) for a, b in zip(got, s.batch(rng_b, 2)))
+    assert loader_threads("auto", torch.device("cpu")) == 0
+    assert loader_threads("auto", torch.device("cuda")) >= 1 and loader_threads("3", torch.device("cpu")) == 3
+    with pytest.raises(InputError, match="loader_threads"):
+        loader_threads("many", torch.device("cpu"))
+
+
 @pytest.mark.parametrize("amp", ["off", "bf16"])
 def test_loss_falls(data, tmp_path, amp):
     """A few steps lower the loss, in fp32 and in CPU bf16 autocast (weights stay fp32)."""

@@ -19,7 +19,7 @@ DEFAULTS = {
               "schedule": "steps", "betas": [0.9, 0.99],
               "charbonnier_eps": 1e-3, "grad_clip": 0.0, "seed": 0, "threads": 0, "device": "auto",
               "amp": "auto", "log_every": 10, "ckpt_every": 100, "max_minutes": 0.0, "out": "build/train/run",
-              "init": ""},
+              "init": "", "loader_threads": "auto"},
 }
 
 

@@ -100,16 +100,20 @@ class CropSampler:
     def __init__(self, dataset, crop: int, flows: FlowCache, time_reverse: bool = True):
         self.ds, self.crop, self.flows, self.time_reverse = dataset, crop, flows, time_reverse
 
-    def precompute(self, progress: bool = True) -> None:
-        """Fill the flow cache for every clip before training, so steps time only training."""
-        it = range(len(self.ds))
+    def precompute(self, progress: bool = True, pool=None) -> None:
+        """Fill the flow cache for every clip before training, so steps time only training;
+        ``pool`` (a thread pool: OpenCV's flow releases the GIL) does clips in parallel."""
+        def one(i):
+            c = self.ds.clip(i)
+            self.flows.get(c.name, c.lr)
+
+        done = pool.map(one, range(len(self.ds))) if pool else map(one, range(len(self.ds)))
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, desc="flows", unit="clip", file=sys.stderr)
-        for i in it:
-            c = self.ds.clip(i)
-            self.flows.get(c.name, c.lr)
+            done = tqdm(done, total=len(self.ds), desc="flows", unit="clip", file=sys.stderr)
+        for _ in done:
+            pass
 
     def sample(self, rng: np.random.Generator):
         c = self.ds.clip(int(rng.integers(len(self.ds))))
@@ -128,9 +132,14 @@ class CropSampler:
             lr, hr, fl = reverse_time(lr, hr, fl)
         return to_tensor(lr), to_tensor(hr), torch.from_numpy(np.ascontiguousarray(fl)).float()
 
-    def batch(self, rng, n: int):
-        """``n`` samples stacked: (n, 4, 3, c, c), (n, 7, 3, 4c, 4c), (n, 3, 4, c, c)."""
-        items = [self.sample(rng) for _ in range(n)]
+    def batch(self, rng, n: int, pool=None):
+        """``n`` samples stacked: (n, 4, 3, c, c), (n, 7, 3, 4c, 4c), (n, 3, 4, c, c).
+
+        Each sample draws from its own generator seeded from ``rng``, so a batch is the same
+        whether ``pool`` (a thread pool: PNG decoding and resampling release the GIL) draws its
+        samples in parallel or this thread draws them in turn."""
+        gens = [np.random.default_rng(int(seed)) for seed in rng.integers(2**63, size=n)]
+        items = list(pool.map(self.sample, gens)) if pool else [self.sample(g) for g in gens]
         return tuple(torch.stack(z) for z in zip(*items))
 
 
