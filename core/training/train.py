@@ -106,17 +106,11 @@ def batches(sampler, rng, n: int, threads: int):
             yield current
 
 
-def train_loop(trainer: Trainer, sampler, threads: int, csv_file, stop: dict, bar, log) -> tuple:
-    """Steps until ``train.steps``, a stop signal or the time budget (whichever comes first; the
-    budget counts this run's wall time or all runs' training time, and stops one step early
-    rather than overrun it), on batches sampled by ``threads`` background threads (0: inline).
-    Returns (last loss, smoothed seconds per step)."""
-    with contextlib.closing(batches(sampler, trainer.rng, int(trainer.cfg["train"]["batch"]), threads)) as feed:
-        return steps(trainer, feed, csv_file, stop, bar, log)
-
-
-def steps(trainer: Trainer, feed, csv_file, stop: dict, bar, log) -> tuple:
-    """``train_loop``'s steps, on the batches of ``feed``."""
+def train_loop(trainer: Trainer, feed, csv_file, stop: dict, bar, log) -> tuple:
+    """Steps on the batches of ``feed`` until ``train.steps``, a stop signal or the time budget
+    (whichever comes first; the budget counts this run's wall time or all runs' training time,
+    and stops one step early rather than overrun it). Returns (last loss, smoothed seconds per
+    step)."""
     tr = trainer.cfg["train"]
     writer = csv.writer(csv_file)
     t0 = time.monotonic()
@@ -169,10 +163,11 @@ def run_training(cfg: dict, resume=None, export=None, progress: bool = True, log
         bar = tqdm(total=cfg["train"]["steps"], initial=trainer.step, desc="train", unit="step", file=sys.stderr)
     t0 = time.monotonic()
     try:
-        with stop_signals() as stop, open(csv_path, "a", newline="") as fcsv:
+        feed = batches(sampler, trainer.rng, int(cfg["train"]["batch"]), threads)
+        with stop_signals() as stop, open(csv_path, "a", newline="") as fcsv, contextlib.closing(feed):
             if new_csv:
                 csv.writer(fcsv).writerow(LOG_COLUMNS)
-            last_loss, step_time = train_loop(trainer, sampler, threads, fcsv, stop, bar, log)
+            last_loss, step_time = train_loop(trainer, feed, fcsv, stop, bar, log)
     finally:
         if bar:
             bar.close()
@@ -198,7 +193,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--loader-threads", help="threads sampling the next batch during a step (auto: 0 on CPU, <= 8 on GPU)")
+    parser.add_argument("--loader-threads", help="threads sampling the next batch during a step (auto: 0 on CPU, cores-2 up to 12 on GPU)")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"))
     parser.add_argument("--max-minutes", type=float, help="stop cleanly with a checkpoint after this many minutes")
     parser.add_argument("--schedule", choices=("steps", "time"),
