@@ -83,3 +83,51 @@ def test_unknown_layout(tmp_path):
         open_dataset(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         open_dataset(tmp_path / "nope")
+
+
+def write_frames(folder, hr, ext=".jpg", names=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = names or [f"f{t + 1}{ext}" for t in range(len(hr))]
+    for name, f in zip(names, hr):
+        Image.fromarray(f).save(folder / name, quality=95) if ext == ".jpg" else Image.fromarray(f).save(folder / name)
+    return folder
+
+
+def test_frame_folders_natural_order_hidden_files_and_even_counts(tmp_path):
+    from mstt_stvsr.core.training.datasets import FrameFoldersDataset
+
+    hr = frames(11, 32, 40, seed=3)
+    a = write_frames(tmp_path / "video" / "a", hr, ".png")  # f1 .. f11: f10 sorts after f9
+    (a / "._f1.png").write_bytes(b"\0\x05\x16\x07")  # macOS resource fork: not a frame
+    (a / "Thumbs.db").write_bytes(b"x")
+    write_frames(tmp_path / "video" / "b", frames(8, 32, 40, seed=4), ".png")  # even: the last is dropped
+    ds = FrameFoldersDataset([tmp_path / "video"])
+    assert len(ds) == 2
+    c = ds.clip(0)
+    assert c.name == "a" and c.hr.shape == (11, 32, 40, 3)
+    assert np.array_equal(c.hr, hr)  # in f1, f2, ..., f10, f11 order
+    assert np.array_equal(c.lr, downsample(hr[0::2]))
+    assert ds.clip(1).hr.shape[0] == 7
+    # the clip folders themselves, and a centre crop
+    one = FrameFoldersDataset([a], crop=16).clip(0)
+    assert np.array_equal(one.hr, hr[:, 8:24, 12:28])
+
+
+def test_frame_folders_refuse_bad_input(tmp_path):
+    from mstt_stvsr.core.training.datasets import FrameFoldersDataset
+
+    write_frames(tmp_path / "few", frames(5), ".png")
+    with pytest.raises(InputError, match="5 frame"):
+        FrameFoldersDataset([tmp_path / "few"])
+    mixed = write_frames(tmp_path / "mixed", frames(7), ".png")
+    Image.fromarray(frames(1, 36, 40)[0]).save(mixed / "f4.png")
+    with pytest.raises(InputError, match="different sizes"):
+        FrameFoldersDataset([mixed]).clip(0)
+    bad = write_frames(tmp_path / "bad", frames(7), ".png")
+    (bad / "f3.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="f3.png: cannot read"):
+        FrameFoldersDataset([bad]).clip(0)
+    with pytest.raises(InputError, match="not a folder"):
+        FrameFoldersDataset([tmp_path / "missing"])
+    with pytest.raises(InputError, match="multiple of 4"):
+        FrameFoldersDataset([mixed], crop=10)

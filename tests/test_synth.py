@@ -1,6 +1,7 @@
 """Synthetic satellite video: deterministic, moving platform and objects; the shipped sample stack."""
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -176,3 +177,20 @@ def test_tall_buildings_lean_and_their_roofs_drift_against_the_ground():
     bare = render(Scene(ground, [], gsd, np.array([1.0, 0.0]), "urban", "x"), cam, 7, 200, 200,
                   np.random.default_rng(0)).astype(float)
     assert np.abs(bare[0] - bare[6]).max() <= 1  # only sensor-noise rounding: no tower, no parallax
+
+
+def test_calibrated_camera_measures_like_real_video():
+    """Stabilised clips measure as real Jilin-1 video does (videostats, the README's synthesis
+    table): almost no platform motion, ~4 DN of per-frame noise after JPEG, 8 x 8 blocks; the
+    drifting minority moves 0.1-2 px per frame."""
+    from mstt_stvsr.core.training.clips import make_clip
+    from mstt_stvsr.core.training.videostats import video_stats
+
+    stable = [video_stats(make_clip(s, 256, 7, motion="stabilised", kind="urban")[0]) for s in range(3)]
+    assert max(s["drift_px"] for s in stable) < 0.06  # phase correlation; cars and towers move on their own
+    assert all(2.0 < s["noise_dn"] < 7.0 for s in stable)
+    assert all(s["blockiness"] > 1.1 for s in stable)  # a clean render measures ~1.01
+    drift = [make_clip(s, 160, 7, motion="drift")[1]["drift_px_per_frame"] for s in range(3)]
+    assert all(0.1 <= math.hypot(*d) <= 2.0 for d in drift)
+    with pytest.raises(InputError, match="camera motion"):
+        make_clip(0, 160, 7, motion="shaky")

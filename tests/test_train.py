@@ -283,3 +283,17 @@ def test_ship_weights_makes_steps_and_log_cumulative(data, tmp_path):
         run_rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows[1:]] == [100 + int(r["step"]) for r in run_rows]
     assert float(rows[-1]["seconds"]) == pytest.approx(500.0 + float(run_rows[-1]["seconds"]), abs=0.05)
+
+
+def test_training_never_reads_validation_video(data, tmp_path):
+    """Real video kept for validation (a folder under one named realvideo, as
+    ../shared/realvideo) is refused by training, however it is reached (here by a link)."""
+    import shutil
+
+    held = tmp_path / "realvideo" / "viso"
+    shutil.copytree(data, held)
+    (tmp_path / "link").symlink_to(held)
+    for root in (held, tmp_path / "link"):
+        with pytest.raises(InputError, match="validation only"):
+            build_sampler(tiny_cfg(root, tmp_path / "out"))
+    build_sampler(tiny_cfg(data, tmp_path / "out"))  # the same clips elsewhere are read

@@ -26,6 +26,21 @@ from .traffic import draw_mover, visible
 
 PSF_RANGE = (0.0, 0.6)  # Gaussian sigma of the optics, HR px (0 = as sharp as the resampled still)
 
+# Real stabilised satellite video (viso012, measured with videostats.py; README's synthesis
+# table): the product is registered frame to frame, so the platform barely moves (0.007-0.045
+# native px per frame, jitter 0.014-0.033 px); each frame carries its own noise and JPEG
+# compression (4 DN of temporal noise in flat areas, 8 x 8 block artefacts of quality 75 with
+# 4:2:0 chroma), and brightness hardly flickers (0.05-0.14 % frame to frame). Most clips are
+# drawn so; a minority keeps the drifting platform of earlier synthesis, for robustness.
+STABILISED_SHARE = 0.8
+STABLE_DRIFT = (0.003, 0.05)  # HR px per frame, log-uniform
+STABLE_JITTER = (0.005, 0.035)  # HR px
+DRIFT_SPEED = (0.1, 2.0)  # the drifting minority, HR px per frame, log-uniform
+NOISE_DN = (6.0, 11.0)  # sensor noise sigma before compression, DN
+JPEG_QUALITY = (50, 75)  # per clip; each frame compressed on its own
+FLICKER = (0.0003, 0.0015)  # relative brightness change, random per frame
+GSD_M = (0.8, 1.2)  # Jilin-1 video's ground sampling, m per HR px: a car is 4-5 px long
+
 
 @dataclass
 class Camera:
@@ -40,6 +55,8 @@ class Camera:
     dt: float = 0.1  # seconds between frames
     lean: tuple = (0.0, 0.0)  # roof displacement per metre of height at the clip's middle (tan off-nadir)
     lean_rate: tuple = (0.0, 0.0)  # its change per second as the view direction turns
+    jpeg: int = 0  # JPEG quality each frame is compressed with (0: none)
+    flicker: float = 0.0  # relative brightness change, random per frame
 
     def margin(self, frames: int, size: int) -> int:
         """Canvas border (px) that the view of a ``size`` frame never leaves over ``frames``."""
@@ -48,21 +65,43 @@ class Camera:
         return int(math.ceil(math.hypot(*self.drift) * span + 3 * self.jitter + rot + abs(self.zoom) * span * size)) + 8
 
 
-def random_camera(rng, psf_range=None) -> Camera:
-    speed = float(np.exp(rng.uniform(math.log(0.1), math.log(2.0))))  # 0.1-2 HR px per frame
+def random_camera(rng, psf_range=None, motion: str | None = None) -> Camera:
+    """A camera as real video has them (see the calibration constants above). ``motion``:
+    "stabilised" (registered frame to frame, as real video products are), "drift" (a platform
+    drifting 0.1-2 px per frame) or None (stabilised with probability STABILISED_SHARE)."""
+    if motion is None:
+        motion = "stabilised" if rng.random() < STABILISED_SHARE else "drift"
+    if motion not in ("stabilised", "drift"):
+        raise InputError(f"camera motion {motion!r}: expected 'stabilised' or 'drift'")
+    stable = motion == "stabilised"
+    speed = log_uniform(rng, *(STABLE_DRIFT if stable else DRIFT_SPEED))
     ang = float(rng.uniform(0, 2 * math.pi))
     return Camera(
         drift=(speed * math.cos(ang), speed * math.sin(ang)),
-        jitter=float(rng.uniform(0, 0.15)),
-        rotation=float(rng.uniform(-0.05, 0.05)),
-        zoom=float(rng.uniform(-1e-3, 1e-3)),
-        gain=float(rng.uniform(-0.01, 0.01)),
-        noise=float(rng.uniform(0.3, 1.5)),
+        jitter=float(rng.uniform(*STABLE_JITTER) if stable else rng.uniform(0, 0.15)),
+        rotation=float(rng.uniform(-0.05, 0.05)) * (0.01 if stable else 1.0),
+        zoom=float(rng.uniform(-1e-3, 1e-3)) * (0.01 if stable else 1.0),
+        gain=float(rng.uniform(-0.001, 0.001)),
+        noise=float(rng.uniform(*NOISE_DN)),
         psf=float(rng.uniform(*(psf_range or PSF_RANGE))),
         dt=float(rng.uniform(0.07, 0.2)),  # 5-15 fps video
         lean=polar(float(rng.uniform(0.0, 0.3)), float(rng.uniform(0, 2 * math.pi))),
         lean_rate=polar(float(rng.uniform(0.004, 0.02)), float(rng.uniform(0, 2 * math.pi))),
+        jpeg=int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)),
+        flicker=float(rng.uniform(*FLICKER)),
     )
+
+
+def log_uniform(rng, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def compress(frame: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB through a JPEG of ``quality`` (4:2:0 chroma, as the real frames)."""
+    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InputError("JPEG encoding failed")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def polar(r: float, ang: float) -> tuple:
@@ -97,31 +136,35 @@ def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng) -> np.nd
         if cam.psf > 0.05:
             f = cv2.GaussianBlur(f, (0, 0), cam.psf)
         # uneven illumination drifting over the clip: a smooth field, 1 % at the ends
-        light = 1.0 + cam.gain * k + 0.01 * k / max(mid, 1) * np.sin(field_k[0] * xx + field_phase[0]) * np.cos(field_k[1] * yy + field_phase[1])
+        light = (1.0 + cam.gain * k + (rng.normal(0, cam.flicker) if cam.flicker else 0.0)
+                 + 0.01 * k / max(mid, 1) * np.sin(field_k[0] * xx + field_phase[0]) * np.cos(field_k[1] * yy + field_phase[1]))
         f = f * light[..., None] * 255.0 + rng.normal(0, cam.noise, f.shape)
         out[t] = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+        if cam.jpeg:
+            out[t] = compress(out[t], cam.jpeg)
     return out
 
 
 def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "train", imagery=None,
-              kind: str | None = None, psf_range=None):
+              kind: str | None = None, psf_range=None, motion: str | None = None):
     """One clip, deterministic from ``seed``: (frames uint8 (T, H, W, 3), info dict).
 
     kind: "urban" (procedural city on real ground texture), "real" (a window of a real still with
     optional traffic) or None (urban 60 %, real 40 %). ``imagery=None`` uses procedural ground.
+    motion: the camera's (``random_camera``).
     """
     h, w = (size, size) if isinstance(size, int) else size
     if h % SCALE or w % SCALE:
         raise InputError(f"clip size {w}x{h} must be a multiple of {SCALE} (the LR scale)")
     rng = np.random.default_rng(seed)
-    cam = random_camera(rng, psf_range)
+    cam = random_camera(rng, psf_range, motion)
     m = cam.margin(frames, max(h, w))
     ch, cw = h + 2 * m, w + 2 * m
     if kind is None:
         kind = "urban" if rng.random() < 0.6 else "real"
     scene = real_scene(rng, ch, cw, imagery, split) if kind == "real" else None
     if scene is None:
-        gsd = round(float(rng.uniform(0.4, 1.0)) / 0.05) * 0.05
+        gsd = round(float(rng.uniform(*GSD_M)) / 0.05) * 0.05
         scene = urban_scene(rng, ch, cw, gsd, imagery, split)
     scene.movers = visible(scene.movers, ch, cw, 40.0 / scene.gsd)
     clip = render(scene, cam, frames, h, w, rng)
@@ -129,5 +172,6 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),
                 psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers), towers=len(scene.towers),
-                lean=[round(x, 3) for x in cam.lean], lean_rate_per_s=[round(x, 4) for x in cam.lean_rate])
+                lean=[round(x, 3) for x in cam.lean], lean_rate_per_s=[round(x, 4) for x in cam.lean_rate],
+                jitter_px=round(cam.jitter, 4), jpeg_quality=cam.jpeg, flicker=round(cam.flicker, 5))
     return clip, info

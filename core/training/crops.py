@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..net.spec import SCALE
-from .datasets import open_dataset
+from .datasets import open_dataset, refuse_validation_only
 
 
 # -- augmentation (frames and flows alike) ------------------------------------------------
@@ -146,6 +146,7 @@ class CropSampler:
 def build_sampler(cfg: dict) -> CropSampler:
     """The sampler of ``cfg["data"]``; the flow cache defaults to ``<root>/flow_cache``."""
     d = cfg["data"]
+    refuse_validation_only(d["root"])
     ds = open_dataset(d["root"], d["layout"], list_file=d["list"] or None)
     cache = Path(d["flow_cache"]) if d["flow_cache"] else Path(d["root"]) / "flow_cache"
     return CropSampler(ds, int(d["crop"]), FlowCache(cache, f"{Path(d['root']).resolve()}|{d['layout']}"),

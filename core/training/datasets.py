@@ -13,6 +13,11 @@ Three layouts, one interface (``len(ds)``, ``ds.clip(i) -> Clip``):
   recomputed). Frames sort by name; every run of 7 consecutive frames (``stride`` apart) is a clip.
 * ``GeoTiffFramesDataset`` - a folder of time-ordered GeoTIFF frames (HR only; LR made on the fly),
   ordered by their acquisition-time tags when all have one, else by file name.
+* ``FrameFoldersDataset`` - real video: native frames (PNG / JPEG / TIFF) as ground truth, one
+  folder per clip (a folder of such folders, or the clip folders themselves), frames in natural
+  name order; each folder is one clip of all its frames (2N-1, so the network gets N inputs),
+  optionally centre-cropped. This is how Jilin-189 is scored: the LR is the native frames'
+  Jilin-189 degradation.
 
 LR not read from disk is made with degrade.py (the Jilin-189 degradation). HR frames whose
 size does not divide by 4 are cropped at the bottom/right.
@@ -31,6 +36,16 @@ from ..net.spec import INPUT_POS, N_OUT, SCALE
 from .degrade import crop_to_multiple, downsample
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Real video kept for validation (../shared/realvideo): read by evaluation, never by training.
+VALIDATION_ONLY = "realvideo"
+
+
+def refuse_validation_only(root) -> None:
+    """Training never reads real video kept for validation (a folder under one named
+    ``realvideo``): its frames judge the shipped weights, so they must never have trained them."""
+    if VALIDATION_ONLY in Path(root).resolve().parts:
+        raise InputError(f"{root}: real video kept for validation only (under a '{VALIDATION_ONLY}' folder); "
+                         "training never reads it")
 
 
 @dataclass
@@ -176,6 +191,64 @@ class GeoTiffFramesDataset:
                                      f"got {ds.count} x {ds.dtypes[0]}")
                 frames.append(ds.read(list(self.bands)).transpose(1, 2, 0))
         return clip_from_frames(f"{self.folder.name}/{k}", np.stack(frames))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The frames of a folder in natural name order (``f2`` before ``f10``), hidden files and
+    system files (macOS ``._*``, ``Thumbs.db``) left out."""
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT
+                   and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+
+
+class FrameFoldersDataset:
+    """Folders of native frames, each one clip of all its frames (see module docstring).
+
+    ``folders``: clip folders, or folders whose sub-folders are clips. A clip with an even
+    number of frames drops its last (a clip of 2N-1 frames has N inputs at its odd frames).
+    ``crop``: centre crop of this many HR pixels a side (a multiple of 4), for quick scans."""
+
+    def __init__(self, folders, crop: int | None = None):
+        self.clips: list[tuple[str, list[Path]]] = []
+        for folder in map(Path, folders):
+            if not folder.is_dir():
+                raise InputError(f"{folder}: not a folder of frames")
+            own = image_files(folder)
+            subs = [] if own else sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                                         key=lambda d: natural_key(d.name))
+            for d, frames in ([(folder, own)] if own else [(d, image_files(d)) for d in subs]):
+                if len(frames) < N_OUT:
+                    raise InputError(f"{d}: {len(frames)} frame(s); a clip needs at least {N_OUT}")
+                self.clips.append((d.name, frames[: len(frames) - (1 - len(frames) % 2)]))
+        if not self.clips:
+            raise InputError(f"{', '.join(map(str, folders))}: no folder of frames found")
+        if crop is not None and (crop <= 0 or crop % SCALE):
+            raise InputError(f"crop {crop}: must be a positive multiple of {SCALE}")
+        self.crop = crop
+        self.root = ", ".join(map(str, folders))
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def clip(self, i: int) -> Clip:
+        name, paths = self.clips[i]
+        hr = np.stack([read_rgb(p) for p in paths]) if len({read_size(p) for p in paths}) == 1 else None
+        if hr is None:
+            raise InputError(f"{name}: frames of different sizes")
+        if self.crop:
+            h, w = hr.shape[1:3]
+            if self.crop > min(h, w):
+                raise InputError(f"{name}: crop {self.crop} is larger than the frames ({w}x{h})")
+            y, x = (h - self.crop) // 2, (w - self.crop) // 2
+            hr = hr[:, y:y + self.crop, x:x + self.crop]
+        return clip_from_frames(name, hr)
+
+
+def read_size(path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
 
 
 def _acq_time(ds):

@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw
 
 from ..net.spec import SCALE
 from ..run.options import PRECISIONS, WINDOW_MODES
-from .datasets import open_dataset
+from ..errors import InputError
+from .datasets import FrameFoldersDataset, image_files, open_dataset
 from .metrics import clip_scores
 
 KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
@@ -110,14 +111,16 @@ def score(pred, gt) -> dict:
 
 def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None, log=None, progress=True,
              windows: str = "fast", multiframe: bool = False, ensemble: bool = False, tile: int | None = None,
-             overlap: int | None = None, precision: str = "fp32") -> dict:
+             overlap: int | None = None, precision: str = "fp32", layout: str = "auto",
+             crop: int | None = None) -> dict:
     """Score every clip of ``data`` (any layout of datasets.py); returns the results dict.
     ``tile``: run each clip through the pipeline with this tile size (and ``overlap``,
-    ``precision``) instead of whole frames in memory."""
+    ``precision``) instead of whole frames in memory. ``data``: a dataset, a folder, or a list
+    of folders (see :func:`open_eval_data`)."""
     import torch
 
     log = log or (lambda m: print(m, file=sys.stderr))
-    ds = open_dataset(data, list_file=None) if not hasattr(data, "clip") else data
+    ds = data if hasattr(data, "clip") else open_eval_data(data, layout, crop)
     if model is None:
         from ..net.weights import default_weights_path, load_model
 
@@ -154,7 +157,7 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
                 for part in ("all", "inputs", "new")} for m in methods}
     result = {"data": str(getattr(ds, "root", data)), "weights": str(weights) if weights else None,
               "clips": n, "methods": methods, "windows": windows, "ensemble": ensemble,
-              "tile": tile, "overlap": overlap, "precision": precision if tile else "fp32", "per_clip": rows,
+              "crop": crop, "tile": tile, "overlap": overlap, "precision": precision if tile else "fp32", "per_clip": rows,
               "mean": mean, "seconds": round(seconds, 1), "torch_threads": torch.get_num_threads()}
     if multiframe:
         from .multiframe import multiframe_gain
@@ -169,6 +172,30 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
             crops_figure(*fig_data, out / "eval_crops.png")
         log(f"wrote {out / 'eval.md'}, {out / 'eval.json'}, {out / 'eval_crops.png'}")
     return result
+
+
+def open_eval_data(data, layout: str = "auto", crop: int | None = None):
+    """The clips to score: the held-out layouts of datasets.py, or real video, folders of native
+    frames, one clip each (``layout="frames"``; "auto" picks it for several folders, a folder of
+    clip folders, or a folder of PNG/JPEG frames). ``crop``: centre crop (real video only)."""
+    folders = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    if layout == "auto":
+        one = folders[0]
+        if len(folders) > 1 or not one.is_dir():
+            layout = "frames"
+        elif any((one / n).is_file() for n in ("sep_trainlist.txt", "sep_testlist.txt")) or (one / "train" / "GT").is_dir():
+            layout = "auto"
+        elif image_files(one):
+            layout = "frames" if any(p.suffix.lower() not in (".tif", ".tiff") for p in image_files(one)) else "auto"
+        elif any(d.is_dir() and image_files(d) for d in one.iterdir()):
+            layout = "frames"
+    if layout == "frames":
+        return FrameFoldersDataset(folders, crop)
+    if crop:
+        raise InputError("--crop applies to real video (folders of native frames) only")
+    if len(folders) > 1:
+        raise InputError(f"--data takes one folder for the {layout} layout, got {len(folders)}")
+    return open_dataset(folders[0], layout, list_file=None)
 
 
 LABELS = {"baseline": "bicubic + linear blend", "base": "flow base (untrained part)", "mstt": "MSTT"}
@@ -233,7 +260,13 @@ def crops_figure(name: str, gt: np.ndarray, preds: dict, path, size: int = 96) -
 
 # -- CLI ----------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, help="held-out clips (septuplet / split / GeoTIFF layout)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="FOLDER",
+                        help="held-out clips (septuplet / split / GeoTIFF layout), or real video: folders of "
+                             "native frames (PNG / JPEG / TIFF), one clip each, or a folder of such folders; "
+                             "the LR is their Jilin-189 degradation")
+    parser.add_argument("--layout", default="auto", choices=("auto", "frames", "septuplet", "split", "geotiff"),
+                        help="how --data is laid out (auto: frames for folders of PNG/JPEG or of clip folders)")
+    parser.add_argument("--crop", type=int, help="real video: score a centre crop of this many HR px a side")
     parser.add_argument("--weights", help="safetensors or upstream .pth (default: the shipped weights)")
     parser.add_argument("--out", help="folder for eval.md, eval.json, eval_crops.png")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
@@ -261,6 +294,6 @@ def main(args) -> int:
         set_threads(args.threads)
     res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,
                    windows=args.windows, multiframe=args.multiframe, ensemble=args.ensemble, tile=args.tile,
-                   overlap=args.overlap, precision=args.precision)
+                   overlap=args.overlap, precision=args.precision, layout=args.layout, crop=args.crop)
     print(markdown(res))
     return 0

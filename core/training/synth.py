@@ -24,7 +24,9 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
     """Vimeo-septuplet layout: sequences/<clip>/0001/im1..im7.png + sep_{train,test}list.txt,
     and clips.json with each clip's parameters (``make_clip``'s info). ``frames`` > 7 (odd) makes
     long clips (im1 .. im<frames>); ``urban``: the share of procedural-city clips (default: as
-    ``make_clip`` draws it)."""
+    ``make_clip`` draws it). Each clip's folder gets its ``info.json`` after its frames, so a
+    stopped run started again with the same arguments keeps the clips it finished (they are the
+    ones it would make: each clip is deterministic from its seed)."""
     if frames < N_OUT or frames % 2 == 0:
         raise InputError(f"--frames {frames}: a clip has an odd number of HR frames, at least {N_OUT}")
     out = Path(out)
@@ -38,20 +40,38 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
     for i in it:
         clip_seed = seed * 100003 + i  # disjoint streams per (seed, i)
         kind = None if urban is None else "urban" if (i + 0.5) / clips <= urban else "real"
-        frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, kind=kind, psf_range=psf_range)
         rel = f"{i + 1:05d}/0001"
         d = out / "sequences" / rel
-        d.mkdir(parents=True, exist_ok=True)
-        for t, f in enumerate(frames_u8):
-            Image.fromarray(f).save(d / f"im{t + 1}.png", compress_level=1)
+        info = finished_clip(d, frames, dict(seed=clip_seed, size=list(np.broadcast_to(size, 2).tolist()),
+                                             split=split, kind=kind, psf_range=psf_range))
+        if info is None:
+            frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, kind=kind, psf_range=psf_range)
+            d.mkdir(parents=True, exist_ok=True)
+            for t, f in enumerate(frames_u8):
+                Image.fromarray(f).save(d / f"im{t + 1}.png", compress_level=1)
+            info = dict(info, made_with=dict(seed=clip_seed, size=list(np.broadcast_to(size, 2).tolist()),
+                                             split=split, kind=kind, psf_range=psf_range))
+            (d / "info.json").write_text(json.dumps(info))
         entries.append(rel)
-        infos.append(dict(clip=rel, **info))
+        infos.append(dict(clip=rel, **{k: v for k, v in info.items() if k != "made_with"}))
     (out / listname).write_text("\n".join(entries) + "\n")
     (out / "clips.json").write_text(json.dumps(dict(split=split, seed=seed, size=list(np.broadcast_to(size, 2).tolist()),
                                                     imagery=str(imagery) if imagery else None,
                                                     psf_range=list(psf_range or PSF_RANGE), frames=frames,
                                                     urban=urban, clips=infos), indent=1))
     return out
+
+
+def finished_clip(d: Path, frames: int, made_with: dict) -> dict | None:
+    """The info of a clip an earlier run finished in ``d`` with the same arguments, else None."""
+    try:
+        info = json.loads((d / "info.json").read_text())
+    except (OSError, ValueError):
+        return None
+    made = json.loads(json.dumps(made_with))  # tuples as the JSON file holds them
+    if info.get("made_with") != made or not all((d / f"im{t + 1}.png").is_file() for t in range(frames)):
+        return None
+    return info
 
 
 # -- CLI ----------------------------------------------------------------------------------
