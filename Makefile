@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.setup-stamp
 PLUGIN_LINK := build/plugins/mstt_stvsr
 JOBS ?= 2
 
-.PHONY: setup apt venv test test-fast test-allocator demo package bench clean imagery data train eval eval-candidate heldout-v2 eval-v2
+.PHONY: setup apt venv test test-fast test-allocator demo package bench clean imagery data train eval eval-candidate heldout-v2 eval-v2 eval-real eval-real-candidate
 
 setup: $(STAMP)
 
@@ -58,7 +58,7 @@ imagery: setup
 	$(PY) tools/fetch_imagery.py
 
 # Synthetic satellite video from those stills (core/training/clips.py), deterministic from the seeds:
-# training set 400 clips calibrated to real Jilin-1 video (mostly stabilised, per-frame noise and
+# training set 256 clips calibrated to real Jilin-1 video (mostly stabilised, per-frame noise and
 # JPEG, ~1 m GSD; optics blur sigma 0.6-1.2 HR px, the sharpness of real frames), made by today's
 # synthesis.
 , := ,
@@ -66,7 +66,7 @@ SYNTH := $(VENV)/bin/mstt-stvsr synth --quiet
 TRAIN_DATA := build/data/train_real
 data: $(TRAIN_DATA)/clips.json build/data/test/clips.json build/data/test_soft/clips.json
 $(TRAIN_DATA)/clips.json: | imagery
-	$(SYNTH) --out $(TRAIN_DATA) --clips 400 --size 384 --split train --seed 11 --psf 0.6$(,)1.2
+	$(SYNTH) --out $(TRAIN_DATA) --clips 256 --size 384 --split train --seed 11 --psf 0.6$(,)1.2
 
 # Held-out sets are frozen: made by the synthesis code of one fixed commit (git archive), so later
 # changes to the synthesis never change them, and checked against their SHA-256 sums
@@ -94,6 +94,20 @@ build/data/heldout_v2/clips.json: | imagery
 eval-v2: heldout-v2
 	$(VENV)/bin/mstt-stvsr eval --data build/data/heldout_v2 --out build/eval/heldout_v2 --tile 256 --precision auto
 
+# Real video decides which weights ship: ../shared/realvideo/viso012 (real Jilin-1 frames, validation
+# only: never trained on, never copied here). Its 8 clips whole (in memory, fp32, with the multi-frame
+# gain), then long_300 (19 frames) through the pipeline: window plans, and tiles against one
+# whole-frame tile. WEIGHTS= scores another file (make eval-real-candidate: the training candidate).
+REAL ?= ../shared/realvideo/viso012
+WEIGHTS ?=
+REAL_OUT ?= build/eval/real
+EVAL := $(VENV)/bin/mstt-stvsr eval --quiet $(if $(WEIGHTS),--weights $(WEIGHTS))
+eval-real: setup
+	$(EVAL) --data $(REAL)/clip_* --out $(REAL_OUT)/clips --multiframe
+	$(VENV)/bin/python tools/real_tiles.py --data $(REAL) --out $(REAL_OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+eval-real-candidate:
+	$(MAKE) eval-real WEIGHTS=$(CANDIDATE) REAL_OUT=build/eval/real_candidate
+
 # Continue training the shipped weights (time-boxed cosine schedule; TRAIN_ARGS=--resume continues
 # the run's checkpoint instead of starting again from the shipped weights). The result is a
 # candidate: `make eval-candidate` scores it beside the shipped weights, and it replaces
@@ -101,7 +115,7 @@ eval-v2: heldout-v2
 TRAIN_MINUTES ?= 120
 TRAIN_ARGS ?=
 CANDIDATE ?= build/train/candidate.safetensors
-train: data
+train: $(TRAIN_DATA)/clips.json
 	$(VENV)/bin/mstt-stvsr train --config configs/default.toml --schedule time --max-minutes $(TRAIN_MINUTES) \
 	  --init resources/weights/mstt_default.safetensors $(TRAIN_ARGS) --export $(CANDIDATE)
 eval: data

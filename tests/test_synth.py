@@ -1,6 +1,7 @@
 """Synthetic satellite video: deterministic, moving platform and objects; the shipped sample stack."""
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -194,3 +195,24 @@ def test_calibrated_camera_measures_like_real_video():
     assert all(0.1 <= math.hypot(*d) <= 2.0 for d in drift)
     with pytest.raises(InputError, match="camera motion"):
         make_clip(0, 160, 7, motion="shaky")
+
+
+def test_a_stopped_synth_keeps_its_finished_clips(tmp_path):
+    """write_septuplets started again with the same arguments keeps each clip it finished (its
+    info.json written after its frames) and makes the rest: the same files as one run."""
+    one = write_septuplets(tmp_path / "one", clips=3, size=64, seed=4, imagery=None, progress=False)
+    two = tmp_path / "two"
+    write_septuplets(two, clips=3, size=64, seed=4, imagery=None, progress=False)
+    seq = two / "sequences"
+    (seq / "00002/0001/info.json").unlink()  # stopped before clip 2's record: made again
+    (seq / "00003/0001/im5.png").unlink()  # a frame missing: made again
+    (seq / "00001/0001/im1.png").write_bytes(b"kept as is")  # finished: not made again
+    write_septuplets(two, clips=3, size=64, seed=4, imagery=None, progress=False)
+    assert (seq / "00001/0001/im1.png").read_bytes() == b"kept as is"
+    for rel in ("00002/0001", "00003/0001"):
+        for t in range(1, 8):
+            assert (seq / rel / f"im{t}.png").read_bytes() == (one / "sequences" / rel / f"im{t}.png").read_bytes()
+    assert json.loads((two / "clips.json").read_text()) == json.loads((one / "clips.json").read_text())
+    # other arguments make the clip anew
+    write_septuplets(two, clips=1, size=64, seed=5, imagery=None, progress=False)
+    assert (seq / "00001/0001/im1.png").read_bytes() != b"kept as is"
