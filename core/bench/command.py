@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tiles", type=_ints, help="LR tile sizes (default 80,160,320)")
     add("--batches", type=_ints, help="tiles per forward (default 1,2,4; CPU 1,2)")
     add("--precisions", type=_precisions, help="default fp32,bf16 on CPU, fp32,fp16,bf16 on CUDA")
-    add("--reps", type=int, help="timed repetitions per configuration (default 3, quick 1)")
+    add("--reps", type=int, help="timed repetitions per configuration (default 3, quick 3; a row needs 3 for its spread)")
     add("--warmup", type=int, help="untimed runs first (default 1)")
     add("--scene", type=int, help="LR side of the synthetic 4-frame stack (default 2048, quick 256; 0 = skip)")
     add("--e2e-tile", type=int, help="tile of the end-to-end run (default: the pipeline's default)")

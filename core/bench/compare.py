@@ -4,7 +4,6 @@ achieved FLOP/s against a large matmul timed now, and the two window plans end t
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 
 import torch
@@ -17,6 +16,7 @@ from .config import BenchConfig
 from .end_to_end import timed_run
 from .flops import count_flops
 from .hardware import sync
+from .disturbance import judge
 from .throughput import Meter, time_forward
 
 
@@ -75,10 +75,10 @@ def network_paths(cfg: BenchConfig, meter: Meter, log) -> dict:
     outputs = {}
     for name, (fmt, dt, kernel, strips) in paths.items():
         with network_path(meter.net, fmt, kernel, strips):
-            times = time_forward(meter.net, meter.dev, dt, 1, tile, cfg.reps, cfg.warmup)
+            verdict = judge(time_forward(meter.net, meter.dev, dt, 1, tile, cfg.reps, cfg.warmup))
             with torch.inference_mode(), device.autocast(meter.dev, dt):
                 outputs[name] = meter.net(lr, fl).float()
-        res["paths"][name] = {"seconds": statistics.median(times), "seconds_all": times}
+        res["paths"][name] = {"seconds": verdict.median, **verdict.as_row()}
         log(f"  {name}: {res['paths'][name]['seconds']:.3f} s per forward")
     ref = outputs[EAGER_PATH]
     for name in paths:

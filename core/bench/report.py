@@ -31,9 +31,21 @@ def ratios(result: dict) -> dict:
 def path_ratios(p: dict) -> dict:
     t = {name: r["seconds"] for name, r in p["paths"].items()}
     tag = f"tile {p['tile']}, {p['precision']}"
-    return {f"network default path/{PREVIOUS_PATH} speed-up, {tag}": t[PREVIOUS_PATH] / t[DEFAULT_PATH],
-            f"network default path/eager fp32 speed-up, tile {p['tile']}": t[EAGER_PATH] / t[DEFAULT_PATH],
-            f"network FLOP/s share of a same-run {p['precision']} matmul": p["network_tflops"] / p["matmul_tflops"]}
+    r = p["paths"]
+    return {tagged(f"network default path/{PREVIOUS_PATH} speed-up, {tag}", r[PREVIOUS_PATH], r[DEFAULT_PATH]):
+            t[PREVIOUS_PATH] / t[DEFAULT_PATH],
+            tagged(f"network default path/eager fp32 speed-up, tile {p['tile']}", r[EAGER_PATH], r[DEFAULT_PATH]):
+            t[EAGER_PATH] / t[DEFAULT_PATH],
+            tagged(f"network FLOP/s share of a same-run {p['precision']} matmul", r[DEFAULT_PATH]):
+            p["network_tflops"] / p["matmul_tflops"]}
+
+
+UNRELIABLE_TAG = " [unreliable timing]"
+
+
+def tagged(name: str, *rows) -> str:
+    """A ratio's name, marked when any row it comes from was disturbed."""
+    return name + (UNRELIABLE_TAG if any(r.get("unreliable") for r in rows) else "")
 
 
 def throughput_ratios(rows: list) -> dict:
@@ -43,11 +55,11 @@ def throughput_ratios(rows: list) -> dict:
         if r["precision"] != "fp32" and r["batch"] == 1:
             base = find_row(rows, "fp32", r["tile"], 1)
             if base:
-                out[f"{r['precision']}/fp32 speed-up, tile {r['tile']}"] = r["mp_per_s"] / base["mp_per_s"]
+                out[tagged(f"{r['precision']}/fp32 speed-up, tile {r['tile']}", r, base)] = r["mp_per_s"] / base["mp_per_s"]
         if r["batch"] > 1:
             base = find_row(rows, r["precision"], r["tile"], 1)
             if base:
-                out[f"batch {r['batch']}/1 throughput, {r['precision']} tile {r['tile']}"] = (
+                out[tagged(f"batch {r['batch']}/1 throughput, {r['precision']} tile {r['tile']}", r, base)] = (
                     r["mp_per_s"] / base["mp_per_s"])
     tiles = sorted({r["tile"] for r in ok})
     for prec in sorted({r["precision"] for r in ok}):
@@ -55,8 +67,18 @@ def throughput_ratios(rows: list) -> dict:
         for t in tiles[1:]:
             big = find_row(rows, prec, t, 1)
             if small and big:
-                out[f"tile {t}/{tiles[0]} throughput, {prec}"] = big["mp_per_s"] / small["mp_per_s"]
+                out[tagged(f"tile {t}/{tiles[0]} throughput, {prec}", small, big)] = big["mp_per_s"] / small["mp_per_s"]
     return out
+
+
+def unreliable_rows(result: dict) -> list[str]:
+    """One line per timing of ``result`` that was disturbed: which, and why."""
+    lines = [f"{r['precision']} tile {r['tile']} batch {r['batch']}: {'; '.join(r['unreliable'])}"
+             for r in result.get("throughput", []) if r.get("unreliable")]
+    for name, r in (result.get("paths") or {}).get("paths", {}).items():
+        if r.get("unreliable"):
+            lines.append(f"network path {name}: {'; '.join(r['unreliable'])}")
+    return lines
 
 
 def e2e_ratios(e2e: dict) -> dict:
@@ -99,6 +121,10 @@ def format_report(result: dict) -> str:
         width = max(len(k) for k in result["ratios"])
         lines += [f"  {k:<{width}}  {format_ratio(k, v)}" for k, v in result["ratios"].items()]
     lines += [f"note: {n}" for n in result.get("notes", [])]
+    bad = result.get("unreliable") or []
+    if bad:
+        lines += ["", f"WARNING: {len(bad)} timing(s) disturbed (other processes on the CPUs, or repeats "
+                  "spread too far); their figures and ratios are not to be quoted:"] + [f"  {b}" for b in bad]
     return "\n".join(lines)
 
 
@@ -115,7 +141,7 @@ def header_lines(result: dict) -> list:
 
 
 def throughput_lines(rows: list, cuda: bool) -> list:
-    head = (f"{'precision':>9} {'tile':>5} {'batch':>5} {'s/fwd':>8} {'out MP/s':>9} {'GFLOP/MP':>9} "
+    head = (f"{'precision':>9} {'tile':>5} {'batch':>5} {'s/fwd':>8} {'spread':>7} {'out MP/s':>9} {'GFLOP/MP':>9} "
             f"{'TFLOP/s':>8} {'% peak':>7}" + (f" {'GPU MB':>8}" if cuda else ""))
     lines = ["Network: 4 LR frames -> 7 HR frames, one forward (flows given)", head]
     for r in rows:
@@ -124,10 +150,13 @@ def throughput_lines(rows: list, cuda: bool) -> list:
             continue
         frac = r.get("peak_fraction")
         pct = "-" if frac is None else format(100 * frac, ".1f")
-        line = (f"{r['precision']:>9} {r['tile']:>5} {r['batch']:>5} {r['seconds']:>8.3f} {r['mp_per_s']:>9.4g} "
-                f"{r['gflop_per_mp']:>9.4g} {r['tflops']:>8.4g} {pct:>7}")
+        spread = "-" if r.get("spread") is None else f"{100 * r['spread']:.0f}%"
+        line = (f"{r['precision']:>9} {r['tile']:>5} {r['batch']:>5} {r['seconds']:>8.3f} {spread:>7} "
+                f"{r['mp_per_s']:>9.4g} {r['gflop_per_mp']:>9.4g} {r['tflops']:>8.4g} {pct:>7}")
         if cuda:
             line += f" {r.get('gpu_peak_mb', 0):>8.0f}"
+        if r.get("unreliable"):
+            line += "  UNRELIABLE"
         lines.append(line)
     return lines
 
@@ -150,7 +179,8 @@ def e2e_lines(e: dict) -> list:
 def path_lines(p: dict) -> list:
     lines = [f"Network paths, tile {p['tile']} (4 -> 7 frames): s/forward, PSNR of the outputs against eager fp32"]
     for name, r in p["paths"].items():
-        lines.append(f"  {name:>24}: {r['seconds']:.3f} s, {r['psnr_vs_fp32_db']:.1f} dB")
+        flag = "  UNRELIABLE" if r.get("unreliable") else ""
+        lines.append(f"  {name:>24}: {r['seconds']:.3f} s, {r['psnr_vs_fp32_db']:.1f} dB{flag}")
     lines.append(f"  default path {p['network_tflops']:.3f} TFLOP/s; {p['precision']} 2048^3 matmul "
                  f"{p['matmul_tflops']:.3f} TFLOP/s (same run)")
     return lines

@@ -20,7 +20,7 @@ from .config import BenchConfig
 from .end_to_end import run_e2e
 from .flops import FLOP_NOTE
 from .hardware import device_facts
-from .report import ratios
+from .report import ratios, unreliable_rows
 from .throughput import Meter, run_throughput
 
 
@@ -91,5 +91,6 @@ def run_bench(cfg: BenchConfig, model=None, log=None) -> dict:
         result["compile_fallbacks"] = compile_fallbacks(net, compiled)
         uncompile_stages(net, compiled)
     result["ratios"] = ratios(result)
+    result["unreliable"] = unreliable_rows(result)
     result["seconds"] = time.perf_counter() - t0
     return result

@@ -3,8 +3,6 @@ frames, flows given) per tile size, batch and precision, after warm-up, with the
 synchronised around each timed call."""
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +12,7 @@ from ..net.spec import N_IN, N_OUT, SCALE
 from ..run import device
 from .config import BenchConfig
 from .flops import count_flops
+from .disturbance import Sample, Stopwatch, judge
 from .hardware import sync
 
 
@@ -42,22 +41,31 @@ def precision_usable(name: str, dev: torch.device) -> tuple[torch.dtype | None, 
     return dtype, ""
 
 
-def time_forward(net, dev, dtype, batch: int, tile: int, reps: int, warmup: int, seed: int = 0) -> list:
-    """Seconds per forward (full 7-output network, flows given) over ``reps`` runs."""
+def forward_inputs(dev, batch: int, tile: int, seed: int = 0) -> tuple:
+    """Random LR frames and flows of one forward's shape, on ``dev``."""
     g = torch.Generator().manual_seed(seed)
     lr = torch.rand(batch, N_IN, 3, tile, tile, generator=g).to(dev)
     fl = (torch.randn(batch, N_IN - 1, 4, tile, tile, generator=g) * 0.5).to(dev)
-    times = []
-    for i in range(warmup + reps):
-        sync(dev)
-        t0 = time.perf_counter()
+    return lr, fl
+
+
+def timed_forward(net, dev, dtype, inputs) -> Sample:
+    """One forward (full 7-output network, flows given), the device synchronised around it."""
+    sync(dev)
+    with Stopwatch() as watch:
         with torch.inference_mode(), device.autocast(dev, dtype):
-            y = net(lr, fl)
+            y = net(*inputs)
         sync(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-        del y
-    return times
+    del y
+    return watch.sample
+
+
+def time_forward(net, dev, dtype, batch: int, tile: int, reps: int, warmup: int, seed: int = 0) -> list[Sample]:
+    """``reps`` timed forwards after ``warmup`` untimed ones, one after the other."""
+    inputs = forward_inputs(dev, batch, tile, seed)
+    for _ in range(warmup):
+        timed_forward(net, dev, dtype, inputs)
+    return [timed_forward(net, dev, dtype, inputs) for _ in range(reps)]
 
 
 @dataclass
@@ -74,39 +82,58 @@ class Meter:
     warmup: int
     flops: dict = field(default_factory=dict)
 
-    def measure(self, precision: str, dtype: torch.dtype, tile: int, batch: int) -> dict:
-        """One table row: seconds, output MP/s, TFLOP/s and share of peak; or its status
-        "out of memory"."""
-        row = {"precision": precision, "tile": tile, "batch": batch}
+    def start(self, precision: str, dtype: torch.dtype, tile: int, batch: int) -> tuple[dict, tuple | None]:
+        """A row warmed up on its own shape: (row, inputs), or (row with status "out of
+        memory", None)."""
+        row = {"precision": precision, "tile": tile, "batch": batch, "dtype": dtype}
         if (tile, batch) not in self.flops:
             self.flops[tile, batch] = count_flops(self.model, batch, tile, tile)
-        flops = self.flops[tile, batch]
         if self.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.dev)
+        inputs = forward_inputs(self.dev, batch, tile)
         try:
-            times = time_forward(self.net, self.dev, dtype, batch, tile, self.reps, self.warmup)
+            for _ in range(max(1, self.warmup)):
+                timed_forward(self.net, self.dev, dtype, inputs)
         except Exception as exc:
             if not device.is_oom(exc):
                 raise
             device.free_memory(self.dev)
             row.update(status="out of memory")
-            return row
-        sec = statistics.median(times)
-        out_mp = batch * N_OUT * (SCALE * tile) ** 2 / 1e6
+            return row, None
+        return row, inputs
+
+    def finish(self, row: dict, samples: list[Sample]) -> dict:
+        """The row's figures from its timed samples: median seconds, output MP/s, TFLOP/s,
+        share of peak, and whether the timing can be trusted (disturbance.judge)."""
+        verdict = judge(samples)
+        flops = self.flops[row["tile"], row["batch"]]
+        sec = verdict.median
+        out_mp = row["batch"] * N_OUT * (SCALE * row["tile"]) ** 2 / 1e6
         tflops = flops / sec / 1e12
-        peak = self.peaks.get(precision)
-        row.update(status="ok", seconds=sec, seconds_all=times, out_mp=out_mp, mp_per_s=out_mp / sec,
-                   gflop=flops / 1e9, gflop_per_mp=flops / 1e9 / out_mp, tflops=tflops,
-                   peak_tflops=peak, peak_fraction=(tflops / peak) if peak else None)
+        peak = self.peaks.get(row["precision"])
+        row.pop("dtype", None)
+        row.update(status="ok", seconds=sec, seconds_all=[s.wall for s in samples], out_mp=out_mp,
+                   mp_per_s=out_mp / sec, gflop=flops / 1e9, gflop_per_mp=flops / 1e9 / out_mp, tflops=tflops,
+                   peak_tflops=peak, peak_fraction=(tflops / peak) if peak else None, **verdict.as_row())
         if self.dev.type == "cuda":
             row["gpu_peak_mb"] = torch.cuda.max_memory_allocated(self.dev) / 2 ** 20
         return row
 
+    def measure(self, precision: str, dtype: torch.dtype, tile: int, batch: int) -> dict:
+        """One table row measured on its own (its repeats one after the other)."""
+        row, inputs = self.start(precision, dtype, tile, batch)
+        if inputs is None:
+            return row
+        return self.finish(row, [timed_forward(self.net, self.dev, dtype, inputs) for _ in range(self.reps)])
+
 
 def run_throughput(cfg: BenchConfig, meter: Meter, log) -> list:
     """The table: every precision x tile x batch of ``cfg`` (quick: batches beyond 1 only at
-    the smallest tile); a precision this device cannot run is one "skipped" row."""
-    rows = []
+    the smallest tile); a precision this device cannot run is one "skipped" row. Each row is
+    warmed up on its own shape, then the repeats are interleaved (repeat 1 of every row, then
+    repeat 2, ...), so a disturbance during the table shows in the spread of every row it hits
+    instead of shifting one row unseen."""
+    rows, started = [], []
     smallest = min(cfg.tiles)
     for precision in precision_list(cfg, meter.dev):
         dtype, why = precision_usable(precision, meter.dev)
@@ -118,13 +145,20 @@ def run_throughput(cfg: BenchConfig, meter: Meter, log) -> list:
             for batch in cfg.batches:
                 if cfg.quick and batch > 1 and tile != smallest:
                     continue
-                row = meter.measure(precision, dtype, tile, batch)
+                row, inputs = meter.start(precision, dtype, tile, batch)
                 rows.append(row)
-                if row["status"] == "ok":
-                    log(f"  {precision} tile {tile} batch {batch}: {row['seconds']:.3f} s, "
-                        f"{row['mp_per_s']:.3f} MP/s, {row['tflops']:.3f} TFLOP/s")
-                else:
+                if inputs is None:
                     log(f"  {precision} tile {tile} batch {batch}: {row['status']}")
+                else:
+                    started.append((row, dtype, inputs, []))
+    for _ in range(meter.reps):
+        for row, dtype, inputs, samples in started:
+            samples.append(timed_forward(meter.net, meter.dev, dtype, inputs))
+    for row, _, _, samples in started:
+        meter.finish(row, samples)
+        flag = f"  UNRELIABLE: {'; '.join(row['unreliable'])}" if row["unreliable"] else ""
+        log(f"  {row['precision']} tile {row['tile']} batch {row['batch']}: {row['seconds']:.3f} s, "
+            f"{row['mp_per_s']:.3f} MP/s, {row['tflops']:.3f} TFLOP/s{flag}")
     return rows
 
 
