@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import sys
 import time
 import uuid
@@ -117,8 +118,8 @@ def check_frame(path: Path) -> tuple:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot read frame ({exc})") from None
     if mode not in EIGHT_BIT_MODES:
-        raise InputError(f"{path}: {mode} pixels; fine-tuning reads 8-bit frames (PNG, JPEG, 8-bit TIFF), "
-                         "convert 16-bit frames to 8 bit as you view them first")
+        raise InputError(f"{path}: not an 8-bit frame (pixel mode {mode}); fine-tuning reads 8-bit frames (PNG, "
+                         "JPEG, 8-bit TIFF): convert deeper frames to 8 bit as you view them first")
     return size, hashlib.sha256(data).hexdigest()
 
 
@@ -253,7 +254,7 @@ class Progress:
     def __init__(self, report, started: float, train_left: float, reserve: float, step: int, every: float = 10.0):
         self.report, self.started, self.reserve, self.every = report, started, reserve, every
         self.train_end = time.monotonic() + max(0.0, train_left)
-        self.step, self.loss, self.last = step, None, 0.0
+        self.step, self.loss, self.last = step, None, -math.inf  # the first step reports at once
 
     def update(self, n: int = 1) -> None:
         self.step += n
