@@ -304,9 +304,11 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
              val_share: float = VAL_SHARE, val_crop: int | None = VAL_CROP, crop: int | None = None,
              lr: float = FINETUNE_LR, steps: int | None = None, config=None, device: str = "auto", work=None,
              resume: bool = False, overwrite: bool = False, allow_validation_data: bool = False, threads: int = 0,
-             report=None, log=None, is_canceled=None) -> dict:
+             report=None, log=None, is_canceled=None, progress_every: float = 10.0) -> dict:
     """Fine-tune (see the module docstring); returns the record written into the output's
-    metadata, plus ``output``. Every check runs before anything is written."""
+    metadata, plus ``output`` and ``work``. Every check runs before anything is written.
+    ``report(fraction, text)``: progress of the whole command, a text line (step, loss, time
+    left) every ``progress_every`` seconds of training; ``is_canceled()``: polled between steps."""
     import torch
 
     from ..net.weights import default_weights_path, load_model, read_metadata
@@ -442,7 +444,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
         from .train import run_training
 
         tr["max_minutes"] = max(tr["max_minutes"], 1e-3)
-        bar = Progress(report, started, left, reserve, 0)
+        bar = Progress(report, started, left, reserve, plan.get("steps", 0), progress_every)
         summary = run_training(cfg, resume="auto", progress=False, log=log, sampler=sampler, bar=bar,
                                is_canceled=is_canceled)
     else:
@@ -461,7 +463,8 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
               "before": before, "after": after, "kept": kept, "steps": steps_done,
               "minutes": round(seconds / 60, 2), "ended": summary["ended"], "device": str(dev),
               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    plan["trained_seconds"], plan["wall_seconds"] = seconds, plan["wall_seconds"] + time.monotonic() - started
+    plan["trained_seconds"], plan["steps"] = seconds, steps_done
+    plan["wall_seconds"] += time.monotonic() - started
     record["wall_minutes"] = round(plan["wall_seconds"] / 60, 2)
     base_meta = {k: v for k, v in read_metadata(base).items() if k not in ("format", "config", "variant", META_KEY)} \
         if base.suffix.lower() == ".safetensors" else {}
