@@ -268,3 +268,16 @@ def test_mixed_sampler_draws_by_share():
         other = Const(3)
         other.crop = 8
         MixedSampler([(Const(0), 1), (other, 1)])
+
+
+def test_plugin_zip_carries_the_training_config():
+    """A plugin installed from its ZIP fine-tunes with the default training config."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("package_tool", root / "tools" / "package.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    files = tool.plugin_files(root)
+    assert ft.DEFAULT_CONFIG.relative_to(ft.PLUGIN_DIR) in files
+    assert Path("core/training/finetune.py") in files and Path("mstt_qgis/finetune_algorithm.py") in files
