@@ -281,3 +281,40 @@ def test_plugin_zip_carries_the_training_config():
     files = tool.plugin_files(root)
     assert ft.DEFAULT_CONFIG.relative_to(ft.PLUGIN_DIR) in files
     assert Path("core/training/finetune.py") in files and Path("mstt_qgis/finetune_algorithm.py") in files
+
+
+def test_gpu_finetune_script_dry_run(tmp_path, base):
+    """tools/gpu_finetune.sh as a lent session would run it, on the CPU with a tiny network: the
+    synthetic share's clips synthesised in parallel parts, the fine-tune run, the weights, their
+    record and the log brought back."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    video = write_video(tmp_path / "video", frames=14)
+    env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), PYTHON=sys.executable,
+               WEIGHTS=str(base))
+    r = subprocess.run(["bash", str(root / "tools" / "gpu_finetune.sh"), "1", str(video)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "== synthesising 2 clips in 2 parts" in r.stdout and "== fine-tuning 1 min on cpu" in r.stdout
+    out = tmp_path / "out"
+    rec = json.loads(read_metadata(out / "finetuned.safetensors")[ft.META_KEY])
+    assert rec["steps"] == 2 and rec["synthetic"]["share"] == 0.25 and rec["batch"] == 2
+    assert "fine-tuned: held-out frames of your video" in (out / "finetuned_info.txt").read_text()
+    assert (out / "train_log.csv").read_text().startswith("step,") and (out / "finetune_plan.json").is_file()
+    assert "held-out frames of your video" in (out / "finetune_log.txt").read_text()
+
+
+def test_finetune_imports_without_gis_libraries():
+    """A lent GPU machine has no rasterio, GDAL, QGIS or tqdm: the fine-tune must import (and its
+    validation run, which imports the evaluation) without them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('rasterio', 'osgeo', 'qgis', 'tqdm', 'affine'): sys.modules[m] = None\n"
+            "import mstt_stvsr.core.training.finetune, mstt_stvsr.core.training.evaluate\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -302,7 +302,8 @@ def validate(model, clips: list, crop: int | None, device, log) -> dict:
 # -- the command --------------------------------------------------------------------------
 def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=None, synth_share: float = SYNTH_SHARE,
              val_share: float = VAL_SHARE, val_crop: int | None = VAL_CROP, crop: int | None = None,
-             lr: float = FINETUNE_LR, steps: int | None = None, config=None, device: str = "auto", work=None,
+             lr: float = FINETUNE_LR, steps: int | None = None, batch: int | None = None, config=None,
+             device: str = "auto", work=None,
              resume: bool = False, overwrite: bool = False, allow_validation_data: bool = False, threads: int = 0,
              report=None, log=None, is_canceled=None, progress_every: float = 10.0) -> dict:
     """Fine-tune (see the module docstring); returns the record written into the output's
@@ -344,7 +345,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
         raise InputError(f"{work} holds an earlier fine-tune; --resume continues it, or remove the folder (or give --work)")
     output = check_output(output, overwrite, plan["run_id"] if plan else None)
     if plan is not None:  # a resumed run trains as it started
-        crop, lr, synth_share = plan["crop"], plan["lr"], plan["synthetic"]["share"]
+        crop, lr, batch, synth_share = plan["crop"], plan["lr"], plan["batch"], plan["synthetic"]["share"]
         synth_data = plan["synthetic"]["data"]
 
     base = Path(weights).expanduser().absolute() if weights else default_weights_path()
@@ -393,6 +394,10 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     tr["lr_min"] = min(tr["lr_min"], tr["lr"] / 10)
     if steps is not None:
         tr["steps"] = int(steps)
+    if batch is not None:
+        if batch < 1:
+            raise InputError(f"--batch {batch}: must be at least 1")
+        tr["batch"] = int(batch)
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
@@ -562,6 +567,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crop", type=int, help="training crop, LR px (default: the config's, 80)")
     parser.add_argument("--lr", type=float, default=FINETUNE_LR, help=f"learning rate (default {FINETUNE_LR})")
     parser.add_argument("--steps", type=int, help="stop after this many steps even within the time box")
+    parser.add_argument("--batch", type=int, help="crops per step (default: the config's, 2; a GPU takes 16)")
     parser.add_argument("--config", help="training config (default configs/default.toml; configs/tiny.toml for tests)")
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all)")
@@ -581,7 +587,8 @@ def main(args) -> int:
 
     rec = finetune(args.videos, args.output, weights=args.weights, minutes=args.minutes, synth_data=args.synth_data,
                    synth_share=args.synth_share, val_share=args.val_share, val_crop=args.val_crop or None,
-                   crop=args.crop, lr=args.lr, steps=args.steps, config=args.config, device=args.device,
+                   crop=args.crop, lr=args.lr, steps=args.steps, batch=args.batch, config=args.config,
+                   device=args.device,
                    work=args.work, resume=args.resume, overwrite=args.overwrite,
                    allow_validation_data=args.allow_validation_data, threads=args.threads, report=report,
                    log=(lambda m: None) if args.quiet else None)
