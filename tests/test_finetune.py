@@ -139,6 +139,10 @@ def test_validation_only_video_needs_the_flag_and_is_marked_throwaway(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("mstt-stvsr finetune: error: ") and "--allow-validation-data" in err
     assert not out.exists() and not (tmp_path / "throwaway.finetune").exists()
+    listing = tmp_path / "elsewhere.txt"  # a list file outside, naming the frames inside: refused too
+    listing.write_text("\n".join(str(p) for p in sorted(video.iterdir())) + "\n")
+    assert main([*args[:1], str(listing), *args[2:]]) == 2
+    assert "--allow-validation-data" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--allow-validation-data"]) == 0
     assert json.loads(read_metadata(out)[ft.META_KEY])["throwaway"] is True
     capsys.readouterr()

@@ -71,6 +71,7 @@ class Video:
     sha256: str  # of the frame list: each frame's name and the SHA-256 of its bytes
     train: list = field(default_factory=list)  # frames trained on
     val: list = field(default_factory=list)  # frames held out: only ever scored
+    validation_only: bool = False  # read from under a 'realvideo' folder (--allow-validation-data)
 
     @property
     def tag(self) -> str:
@@ -126,11 +127,13 @@ def check_frame(path: Path) -> tuple:
 def open_video(source, allow_validation_data: bool = False) -> Video:
     """The video's frames, all checked: at least 7, readable, 8-bit, one size."""
     source = Path(source).expanduser().absolute()
-    if VALIDATION_ONLY in source.resolve().parts and not allow_validation_data:
+    frames = list_frames(source) if VALIDATION_ONLY not in source.resolve().parts else []
+    held = VALIDATION_ONLY in source.resolve().parts or any(VALIDATION_ONLY in p.resolve().parts for p in frames)
+    if held and not allow_validation_data:  # however it is reached: the folder, a link, a list file's lines
         raise InputError(f"{source}: real video kept for validation only (under a '{VALIDATION_ONLY}' folder): it "
                          "judges the shipped weights, so they never train on it; for a throwaway copy of the weights "
                          "fine-tuned on it, add --allow-validation-data")
-    frames = list_frames(source)
+    frames = frames or list_frames(source)
     if len(frames) < N_OUT:
         raise InputError(f"{source}: {len(frames)} frame(s); a video needs at least {N_OUT} consecutive frames")
     digest, sizes = hashlib.sha256(), {}
@@ -145,7 +148,7 @@ def open_video(source, allow_validation_data: bool = False) -> Video:
     (w, h), = sizes
     if w < SCALE * 4 or h < SCALE * 4:
         raise InputError(f"{source}: frames of {w}x{h} px are too small to fine-tune on")
-    return Video(source, frames, (w, h), digest.hexdigest())
+    return Video(source, frames, (w, h), digest.hexdigest(), validation_only=held)
 
 
 def split_videos(videos: list, val_share: float = VAL_SHARE) -> None:
@@ -425,18 +428,17 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
                 "validation": {"share": val_share, "crop": val_crop, "clips": len(clips),
                                "metric": "PSNR RGB dB, all frames (inputs and new), mean over clips"},
                 "crop": crop, "lr": float(lr), "batch": int(tr["batch"]), "minutes": minutes,
-                "throwaway": bool(allow_validation_data and any(VALIDATION_ONLY in v.source.resolve().parts
-                                                                 for v in videos)),
+                "throwaway": any(v.validation_only for v in videos),
                 "before": before, "trained_seconds": 0.0, "wall_seconds": 0.0}
         report(0.02, "computing optical flow of the training clips")
-        sampler.precompute(progress=False)
+        precompute(sampler, tr["loader_threads"], dev)
         spent = time.monotonic() - started
         reserve = 1.1 * before["seconds"] + EXPORT_RESERVE_S
         plan["train_seconds"] = max(0.0, minutes * 60 - spent - reserve)
         plan_path.write_text(json.dumps(plan, indent=1))
     else:
         log(f"resuming the fine-tune in {work} ({plan['trained_seconds']:.0f} s of {plan['train_seconds']:.0f} s trained)")
-        sampler.precompute(progress=False)
+        precompute(sampler, tr["loader_threads"], dev)
         reserve = 1.1 * plan["before"]["seconds"] + EXPORT_RESERVE_S
     before = plan["before"]
     tr["max_minutes"] = plan["train_seconds"] / 60
@@ -479,6 +481,19 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
         write_weights(base_model, output, {**base_meta, META_KEY: record}, half=stored_half(base))
     plan_path.write_text(json.dumps(plan, indent=1))
     return {**record, "output": str(output), "work": str(work)}
+
+
+def precompute(sampler, threads, device) -> None:
+    """The flow cache of every training clip, by the threads training would sample with (none
+    on a CPU, where the step needs every core)."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .train import loader_threads
+
+    n = loader_threads(threads, device)
+    with ThreadPoolExecutor(n) if n else contextlib.nullcontext() as pool:
+        sampler.precompute(progress=False, pool=pool)
 
 
 def load_trained(ckpt: Path, cfg: dict):
