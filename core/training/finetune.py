@@ -349,7 +349,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     output = check_output(output, overwrite, plan["run_id"] if plan else None)
     if plan is not None:  # a resumed run trains as it started
         crop, lr, batch, synth_share = plan["crop"], plan["lr"], plan["batch"], plan["synthetic"]["share"]
-        synth_data = plan["synthetic"]["data"]
+        synth_data, val_share = plan["synthetic"]["data"], plan["validation"]["share"]
 
     base = Path(weights).expanduser().absolute() if weights else default_weights_path()
     base_model = load_model(base)
@@ -371,6 +371,8 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     clips = validation_clips(videos)
     smallest = min(min(v.size) for v in videos if v.val)
     val_crop = min(val_crop, smallest // SCALE * SCALE) if val_crop else None
+    if plan is not None:  # scored after as before
+        val_crop = plan["validation"]["crop"]
 
     synth_root, synth_note = None, None
     if synth_share > 0:
