@@ -322,3 +322,43 @@ def test_finetune_imports_without_gis_libraries():
             "import mstt_stvsr.core.training.finetune, mstt_stvsr.core.training.evaluate\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_sigterm_stops_training_and_still_writes_the_best_weights(tmp_path, base):
+    """A batch system's SIGTERM ends training at the next step with a checkpoint; the weights
+    trained so far are validated and the better of them and the base is written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    video = write_video(tmp_path / "v", frames=14)
+    out = tmp_path / "w.safetensors"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mstt_stvsr.core", "finetune", str(video), "-o", str(out),
+                             "--weights", str(base), "--synth-share", "0", *TINY[:-1], "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    lines = []
+    for line in proc.stderr:  # progress lines: the first step reports at once
+        lines.append(line)
+        if line.startswith("fine-tuning: step") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest_out, rest_err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest_err
+    rec = json.loads(read_metadata(out)[ft.META_KEY])
+    assert rec["ended"] == "SIGTERM" and rec["steps"] >= 1 and rec["after"] is not None
+    assert "held-out frames of your video" in rest_out and rec["wall_minutes"] < 5
+
+
+def test_info_on_weights_without_a_record_and_on_a_bad_file(tmp_path, base, capsys):
+    assert main(["info", "--weights", str(base)]) == 0
+    shown = capsys.readouterr().out
+    assert "variant: mstt_stvsr (with base)" in shown and "fine-tuned" not in shown
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\0" * 32)
+    assert main(["info", "--weights", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mstt-stvsr info: error: ") and "not a readable safetensors file" in err
