@@ -15,6 +15,7 @@ from mstt_stvsr.core.cli import main
 from mstt_stvsr.core.errors import InputError
 from mstt_stvsr.core.net.weights import default_weights_path, load_model, read_metadata, save_weights
 from mstt_stvsr.core.training import finetune as ft
+from mstt_stvsr.core.training import native_video as nv
 from mstt_stvsr.core.training.clips import make_clip
 from mstt_stvsr.core.training.config import ROOT_CONFIGS
 from nets import tiny_mstt
@@ -219,20 +220,20 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, base, capsys, name):
 
 def test_split_holds_out_the_last_clips_or_the_last_videos():
     def video(n, name="v"):
-        return ft.Video(Path(f"/x/{name}"), [Path(f"/x/{name}/f{i}.png") for i in range(n)], (96, 96), "0" * 64)
+        return nv.Video(Path(f"/x/{name}"), [Path(f"/x/{name}/f{i}.png") for i in range(n)], (96, 96), "0" * 64)
 
     long, longer = video(100), video(300, "w")
-    ft.split_videos([long, longer])
+    nv.split_videos([long, longer])
     assert (len(long.train), len(long.val)) == (93, 7)  # 10 % is 10 frames: one whole 7-frame clip
     assert (len(longer.train), len(longer.val)) == (272, 28)  # 30 frames: 4 clips
     assert long.val == long.frames[-7:] and not set(long.val) & set(long.train)
-    assert [name for name, _ in ft.validation_clips([long])] == ["v/val1"]
+    assert [name for name, _ in nv.validation_clips([long])] == ["v/val1"]
     shorts = [video(9, f"s{i}") for i in range(4)]
-    ft.split_videos(shorts)
+    nv.split_videos(shorts)
     assert [len(v.val) for v in shorts] == [0, 0, 0, 9] and [len(v.train) for v in shorts] == [9, 9, 9, 0]
-    assert ft.validation_clips(shorts) == [("s3/all", shorts[3].frames)]
+    assert nv.validation_clips(shorts) == [("s3/all", shorts[3].frames)]
     with pytest.raises(InputError, match="at least 14"):
-        ft.split_videos([video(13)])
+        nv.split_videos([video(13)])
 
 
 def test_geotiff_frames_are_read(tmp_path):
@@ -246,9 +247,9 @@ def test_geotiff_frames_are_read(tmp_path):
         with rasterio.open(d / f"frame_{t:03d}.tif", "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8",
                            crs="EPSG:32633", transform=rasterio.Affine(1, 0, 500000, 0, -1, 4000000)) as dst:
             dst.write(f.transpose(2, 0, 1))
-    v = ft.open_video(d)
+    v = nv.open_video(d)
     assert len(v.frames) == 7 and v.size == (96, 96)
-    assert np.array_equal(ft.read_rgb(v.frames[2]), clip[2])
+    assert np.array_equal(nv.read_rgb(v.frames[2]), clip[2])
 
 
 def test_mixed_sampler_draws_by_share():
