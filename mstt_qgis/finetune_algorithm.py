@@ -14,7 +14,7 @@ from qgis.core import (
 
 from ..core.run.options import DEVICES
 from ..core.training.config import load_config
-from ..core.training.finetune import DEFAULT_CONFIG, SYNTH_SHARE
+from ..core.training.finetune import DEFAULT_CONFIG, KEPT_FINETUNED, SYNTH_SHARE
 from .algorithm import ensure_engine, processing_message
 from .described import DescribedAlgorithm
 
@@ -117,6 +117,12 @@ class FinetuneAlgorithm(DescribedAlgorithm):
             if text:
                 feedback.setProgressText(text)
 
+        def log(line):
+            if line.startswith("note:"):
+                feedback.pushWarning(processing_message(line, self, CLI_OPTIONS))
+            else:
+                feedback.pushInfo(line)
+
         try:
             rec = finetune(
                 videos, output, weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
@@ -126,11 +132,11 @@ class FinetuneAlgorithm(DescribedAlgorithm):
                 device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
                 resume=self.parameterAsBoolean(parameters, self.RESUME, context),
                 overwrite=True,  # a file destination: QGIS has asked before replacing it (the shipped weights never are)
-                report=report, log=feedback.pushInfo, is_canceled=feedback.isCanceled,
+                report=report, log=log, is_canceled=feedback.isCanceled,
                 progress_every=PROGRESS_EVERY_S)
         except MsttError as err:
             raise QgsProcessingException(processing_message(err, self, CLI_OPTIONS)) from None
         line = summary_line(rec)
-        (feedback.pushInfo if rec["kept"] == "fine-tuned" else feedback.pushWarning)(line)
+        (feedback.pushInfo if rec["kept"] == KEPT_FINETUNED else feedback.pushWarning)(line)
         after = rec["after"]["psnr"] if rec["after"] else rec["before"]["psnr"]
         return {self.OUTPUT: output, self.BEFORE: rec["before"]["psnr"], self.AFTER: after, self.KEPT: rec["kept"]}

@@ -9,5 +9,6 @@ procedural city or a real still), ``clips`` (the platform camera, rendering, ``m
 step, checkpoints) and ``train`` (``mstt-stvsr train``). ``metrics`` and ``evaluate``
 (``mstt-stvsr eval``) score a model against the bicubic + linear blend baseline. ``finetune``
 (``mstt-stvsr finetune``) adapts weights to a user's own video with those pieces: native frames
-as ground truth, a held-out validation before and after, the better kept.
+(``native_video``: read, checked, split) as ground truth, a held-out validation before and
+after, the better kept.
 """

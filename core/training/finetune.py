@@ -23,8 +23,8 @@ scores before (``finetune.json``), the checkpoint (``last.pt``), the log and the
 training with a checkpoint, then the weights trained so far are validated and the better of
 them and the base is written: a stopped run still leaves its best weights.
 
-Without the synthetic set (``build/data/train_real``, made by ``make data``; not in the
-plugin's ZIP) the default fine-tunes on the user's video alone and says so; a ``synth_data``
+Without the synthetic set (the training config's ``data.root``, ``build/data/train_real``
+made by ``make data``; not in the plugin's ZIP) the default fine-tunes on the user's video alone and says so; a ``synth_data``
 that was asked for and is missing is an error.
 """
 from __future__ import annotations
@@ -50,7 +50,6 @@ SYNTH_SHARE = 0.25  # share of training samples from the synthetic set (so that 
 VAL_CROP = 512  # HR px a side of the validation clips' centre crop: scoring whole 4K frames twice on a CPU would eat the time box
 FINETUNE_LR = 1e-4  # a quarter of training's: start from good weights, move them gently
 DEFAULT_CONFIG = PLUGIN_DIR / "configs" / "default.toml"
-DEFAULT_SYNTH = PLUGIN_DIR / "build" / "data" / "train_real"  # the training config's data.root, made by `make data`
 EXPORT_RESERVE_S = 5.0  # writing the weights and the plan after the second validation
 KEPT_FINETUNED, KEPT_BASE = "fine-tuned", "base"
 
@@ -220,7 +219,8 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     synth_root, synth_note = None, None
     if synth_share > 0:
         asked = synth_data is not None
-        synth_root = Path(synth_data).expanduser().absolute() if asked else DEFAULT_SYNTH
+        # default: the training config's data.root (build/data/train_real, `make data`), from the checkout
+        synth_root = Path(synth_data).expanduser().absolute() if asked else PLUGIN_DIR / cfg["data"]["root"]
         if not synth_root.exists():
             if asked:
                 raise InputError(f"--synth-data {synth_root}: not found (make data writes build/data/train_real)")
