@@ -126,3 +126,21 @@ def test_model_builder_chains_fine_tune_into_super_resolution(tmp_path, qgis_app
     res = run(model, {"ft:weights": str(out), "sr:frames": str(tmp_path / "frames")})
     assert record(out)["steps"] >= 0 and Path(res["ft:weights"]) == out
     assert len(list((tmp_path / "frames").glob("*.tif"))) == 5
+
+
+def test_dialog_builds_and_the_plugins_menu_offers_it(qgis_app):
+    """The Toolbox dialog has a widget for every parameter (the defaults shown are the ones
+    run), and the plugin's Plugins-menu entries include this algorithm."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+
+    from mstt_stvsr.mstt_qgis.plugin import ACTIONS
+
+    dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(FT))
+    wrappers = dialog.mainWidget().wrappers
+    assert set(wrappers) == {"VIDEO", "MORE_VIDEOS", "MINUTES", "WEIGHTS", "DEVICE", "SYNTH_SHARE", "CROP", "RESUME",
+                             "OUTPUT"}
+    assert wrappers["MINUTES"].parameterValue() == 30.0 and wrappers["CROP"].parameterValue() == 80
+    assert dialog.windowTitle().startswith("Fine-tune the network on your own video")
+    assert (FT, "Fine-tune the network on your own video…") in ACTIONS
+    dialog.deleteLater()
