@@ -234,6 +234,16 @@ def test_split_holds_out_the_last_clips_or_the_last_videos():
     assert nv.validation_clips(shorts) == [("s3/all", shorts[3].frames)]
     with pytest.raises(InputError, match="at least 14"):
         nv.split_videos([video(13)])
+    # many short clips: each would give one; --val-clips caps them, the shortest giving theirs back
+    many = [video(20 + i, f"c{i}") for i in range(6)] + [video(300, "long")]
+    nv.split_videos(many, max_clips=3)
+    assert [len(v.val) // 7 for v in many] == [0, 0, 0, 0, 0, 0, 3] and len(many[-1].train) == 279
+    nv.split_videos(many)
+    assert [len(v.val) // 7 for v in many] == [1, 1, 1, 1, 1, 1, 4]
+    nv.split_videos(many[:6], max_clips=2)
+    assert [len(v.val) // 7 for v in many[:6]] == [0, 0, 0, 0, 1, 1]
+    nv.split_videos(shorts, max_clips=1)
+    assert [len(v.val) for v in shorts] == [0, 0, 0, 9]
 
 
 def test_geotiff_frames_are_read(tmp_path):

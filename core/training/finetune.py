@@ -146,7 +146,8 @@ def validate(model, clips: list, crop: int | None, device, log) -> dict:
 
 # -- the command --------------------------------------------------------------------------
 def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=None, synth_share: float = SYNTH_SHARE,
-             val_share: float = VAL_SHARE, val_crop: int | None = VAL_CROP, crop: int | None = None,
+             val_share: float = VAL_SHARE, val_crop: int | None = VAL_CROP, val_clips: int | None = None,
+             crop: int | None = None,
              lr: float = FINETUNE_LR, steps: int | None = None, batch: int | None = None, config=None,
              device: str = "auto", work=None,
              resume: bool = False, overwrite: bool = False, allow_validation_data: bool = False, threads: int = 0,
@@ -192,6 +193,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     if plan is not None:  # a resumed run trains as it started
         crop, lr, batch, synth_share = plan["crop"], plan["lr"], plan["batch"], plan["synthetic"]["share"]
         synth_data, val_share = plan["synthetic"]["data"], plan["validation"]["share"]
+        val_clips = plan["validation"].get("max_clips")
 
     base = Path(weights).expanduser().absolute() if weights else default_weights_path()
     base_model = load_model(base)
@@ -199,7 +201,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
         raise InputError(f"{base}: upstream-exact weights (.pth) cannot be fine-tuned here; start from MSTT-STVSR "
                          "weights (.safetensors), e.g. the shipped ones")
     videos = [open_video(v, allow_validation_data) for v in videos]
-    split_videos(videos, val_share)
+    split_videos(videos, val_share, val_clips)
     cfg = load_config(config or DEFAULT_CONFIG)
     crop = int(crop or cfg["data"]["crop"])
     if crop <= 0 or crop % SCALE:
@@ -270,7 +272,7 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
         plan = {"run_id": uuid.uuid4().hex, "sources": record_sources,
                 "base_weights": {"path": str(base), "sha256": file_sha256(base)},
                 "synthetic": {"data": str(synth_root) if synth_root else None, "share": synth_share},
-                "validation": {"share": val_share, "crop": val_crop, "clips": len(clips),
+                "validation": {"share": val_share, "crop": val_crop, "clips": len(clips), "max_clips": val_clips,
                                "metric": "PSNR RGB dB, all frames (inputs and new), mean over clips"},
                 "crop": crop, "lr": float(lr), "batch": int(tr["batch"]), "minutes": minutes,
                 "throwaway": any(v.validation_only for v in videos),
@@ -422,6 +424,9 @@ def add_arguments(parser) -> None:
                                              "when that is missing, your video alone)")
     parser.add_argument("--val-share", type=float, default=VAL_SHARE,
                         help=f"share of each video's last frames held out for validation (default {VAL_SHARE})")
+    parser.add_argument("--val-clips", type=int, metavar="N",
+                        help="at most N held-out 7-frame clips in all (default: every video of 14+ frames gives at "
+                             "least one); with many short videos, the shortest give theirs back to training first")
     parser.add_argument("--val-crop", type=int, default=VAL_CROP,
                         help=f"validate on a centre crop of this many px a side (default {VAL_CROP}; 0 = whole frames)")
     parser.add_argument("--crop", type=int, help="training crop, LR px (default: the config's, 80)")
@@ -447,6 +452,7 @@ def main(args) -> int:
 
     rec = finetune(args.videos, args.output, weights=args.weights, minutes=args.minutes, synth_data=args.synth_data,
                    synth_share=args.synth_share, val_share=args.val_share, val_crop=args.val_crop or None,
+                   val_clips=args.val_clips,
                    crop=args.crop, lr=args.lr, steps=args.steps, batch=args.batch, config=args.config,
                    device=args.device,
                    work=args.work, resume=args.resume, overwrite=args.overwrite,

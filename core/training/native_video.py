@@ -8,7 +8,8 @@ identifies exactly what a fine-tune read.
 
 The split: the last part of each video of at least ``2 x 7`` frames (``val_share`` of its
 frames, whole 7-frame clips, at least one), or, when no video is that long, the last videos
-given (whole). Training draws only from the rest (``VideoWindows``: every 7-frame window).
+given (whole); ``max_clips`` caps the held-out clips (the shortest videos give theirs back to
+training first). Training draws only from the rest (``VideoWindows``: every 7-frame window).
 """
 from __future__ import annotations
 
@@ -116,17 +117,28 @@ def open_video(source, allow_validation_data: bool = False) -> Video:
     return Video(source, frames, (w, h), digest.hexdigest(), validation_only=held)
 
 
-def split_videos(videos: list, val_share: float = VAL_SHARE) -> None:
-    """Hold out the validation frames (see the module docstring); sets each video's train/val."""
+def split_videos(videos: list, val_share: float = VAL_SHARE, max_clips: int | None = None) -> None:
+    """Hold out the validation frames (see the module docstring); sets each video's train/val.
+    ``max_clips``: at most this many held-out 7-frame clips in all (many short videos would
+    otherwise each give one, and validating twice would eat the time box): the shortest
+    videos give theirs back to training first."""
     if not 0 < val_share < 1:
         raise InputError(f"validation share {val_share}: must be between 0 and 1")
+    if max_clips is not None and max_clips < 1:
+        raise InputError(f"--val-clips {max_clips}: must be at least 1")
     long = [v for v in videos if len(v.frames) >= MIN_SPLIT]
     for v in videos:
         v.train, v.val = list(v.frames), []
     if long:
+        clips = {id(v): max(1, min(round(val_share * len(v.frames) / N_OUT), (len(v.frames) - N_OUT) // N_OUT))
+                 for v in long}  # whole 7-frame clips, at least one each
+        excess = sum(clips.values()) - max_clips if max_clips is not None else 0
+        for v in sorted(long, key=lambda v: len(v.frames)):  # the shortest give theirs back first
+            take = min(clips[id(v)], max(0, excess))
+            clips[id(v)] -= take
+            excess -= take
         for v in long:
-            n = len(v.frames)
-            k = max(1, min(round(val_share * n / N_OUT), (n - N_OUT) // N_OUT))  # whole 7-frame clips
+            n, k = len(v.frames), clips[id(v)]
             v.train, v.val = v.frames[: n - k * N_OUT], v.frames[n - k * N_OUT:]
         return
     if len(videos) < 2:
@@ -134,10 +146,10 @@ def split_videos(videos: list, val_share: float = VAL_SHARE) -> None:
         raise InputError(f"{v.source}: {len(v.frames)} frames; one video needs at least {MIN_SPLIT} (the last "
                          f"{N_OUT} are held out for validation, never trained on), or give several videos")
     total, held = sum(len(v.frames) for v in videos), 0
-    for v in reversed(videos[1:]):  # the last videos given, whole, until they hold the share
-        v.train, v.val = [], list(v.frames)
+    for count, v in enumerate(reversed(videos[1:]), 1):  # the last videos given, whole (one clip each),
+        v.train, v.val = [], list(v.frames)                 # until they hold the share
         held += len(v.frames)
-        if held >= val_share * total:
+        if held >= val_share * total or count == max_clips:
             break
 
 
