@@ -17,6 +17,7 @@ COMMANDS = {
     "batch": (".run.batch", "super-resolve many stacks (folders or a manifest), locally or on a Dask cluster"),
     "train": (".training.train", "train MSTT weights"),
     "eval": (".training.evaluate", "PSNR/SSIM of a model against the bicubic + linear-blend baseline"),
+    "finetune": (".training.finetune", "fine-tune the network on your own video (native frames as ground truth)"),
     "synth": (".training.synth", "make synthetic satellite-video clips or the sample stack"),
     "bench": (".bench.command", "throughput and end-to-end benchmark"),
 }
@@ -24,18 +25,51 @@ COMMANDS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="describe this weights file instead: network, training, fine-tune record")
 
 
 def main_info(args) -> int:
     import json
 
-    info = collect_info()
+    info = weights_info(args.weights) if args.weights else collect_info()
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
+        return 0
+    for key, value in info.items():
+        if key == "finetune":
+            from .training.finetune import describe
+
+            for label, text in describe(value):
+                print(f"{label:>22}: {text}")
+        else:
             print(f"{key:>22}: {value}")
     return 0
+
+
+def weights_info(path) -> dict:
+    """What a weights file says about itself: network, training facts, and, for a fine-tuned
+    copy, its record under "finetune" (sources, scores before and after, which was kept)."""
+    import json
+    from pathlib import Path
+
+    from .errors import WeightsError
+    from .net.weights import load_model, read_metadata
+    from .training.finetune import META_KEY
+
+    model = load_model(path)  # a WeightsError names what is wrong with the file
+    info = {"weights": str(Path(path)), "variant": model.variant, "config": json.dumps(model.config)}
+    if Path(path).suffix.lower() == ".safetensors":
+        meta = read_metadata(path)
+        for key in ("trained_steps", "train_data", "crop_lr", "batch", "lr", "last_run"):
+            if key in meta:
+                info[key] = meta[key]
+        if META_KEY in meta:
+            try:
+                info[META_KEY] = json.loads(meta[META_KEY])
+            except ValueError:
+                raise WeightsError(f"{path}: corrupt {META_KEY} metadata") from None
+    return info
 
 
 def collect_info() -> dict:

@@ -295,11 +295,14 @@ def layer_path(layer) -> str:
     return path
 
 
-def processing_message(err, alg) -> str:
+def processing_message(err, alg, options=None) -> str:
     """The engine's message with the CLI's options named as this algorithm's parameters: label
-    and name, and the value where the option takes one (``--device cpu``)."""
+    and name, and the value where the option takes one (``--device cpu``). ``options``: the
+    CLI option -> parameter map of ``alg`` (default: the main algorithm's)."""
+    options = CLI_OPTIONS if options is None else options
+
     def named(match):
-        name = CLI_OPTIONS.get(match.group(1))
+        name = options.get(match.group(1))
         param = alg.parameterDefinition(name) if name else None
         if param is None:
             return match.group(0)

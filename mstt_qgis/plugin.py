@@ -8,6 +8,7 @@ from qgis.core import QgsApplication
 
 MENU = "MSTT Space-Time Super-Resolution"
 ACTIONS = (("mstt:spacetimesr", "Space-time super-resolution…"),
+           ("mstt:finetune", "Fine-tune the network on your own video…"),
            ("mstt:installdeps", "Install Python dependencies (PyTorch)…"))
 
 

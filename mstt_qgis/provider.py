@@ -4,6 +4,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .about import ICON, plugin_version
 from .algorithm import SpaceTimeSRAlgorithm
+from .finetune_algorithm import FinetuneAlgorithm
 from .install_algorithm import InstallDepsAlgorithm
 
 
@@ -30,3 +31,4 @@ class MsttProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SpaceTimeSRAlgorithm())
         self.addAlgorithm(InstallDepsAlgorithm())
+        self.addAlgorithm(FinetuneAlgorithm())

@@ -30,7 +30,9 @@ def test_list_and_help(env):
     listing = run_qgis_process(["list"], env=env)
     assert listing.returncode == 0, listing.stderr
     assert f"\t{ALG}\tSpace-time super-resolution (x4, 2x frame rate)" in listing.stdout
-    assert "Space-time super-resolution" in listing.stdout.split(f"\t{ALG}")[0].splitlines()[-1]  # provider heading
+    above = listing.stdout.split(f"\t{ALG}")[0].splitlines()  # the provider's heading, above its algorithms
+    assert "Space-time super-resolution" in next(line for line in reversed(above) if not line.startswith("\t"))
+    assert "\tmstt:finetune\tFine-tune the network on your own video" in listing.stdout
     assert "\tgdal:cliprasterbyextent\t" in listing.stdout  # the stock algorithms the model uses are there too
 
     helped = run_qgis_process(["help", ALG], env=env)

@@ -64,7 +64,7 @@ def test_tile_and_overlap_have_real_defaults_that_run_as_shown(qgis_app):
     assert (overlap.minimum(), overlap.maximum()) == (0, device.MIN_TILE - 1)
 
 
-@pytest.mark.parametrize("alg_id", [ALG, "mstt:installdeps"])
+@pytest.mark.parametrize("alg_id", [ALG, "mstt:installdeps", "mstt:finetune"])
 def test_help_is_one_paragraph_per_line(qgis_app, alg_id):
     """QGIS's help panel and qgis_process make each line of the help one paragraph: every line is
     whole sentences, with no block tags of its own."""

@@ -2,8 +2,8 @@
 
 The ZIP holds one top folder, ``mstt_stvsr/`` (the plugin's module name), with only what the
 plugin runs: the entry point, metadata, the engine (core/), the QGIS side (mstt_qgis/), the
-icon, the shipped weights and the sample stack. No venv, build, tests, caches or dist. The
-archive is reproducible: sorted entries, fixed timestamps. Standard library only, so it runs
+icon, the shipped weights, the sample stack and the training configs (a fine-tune's settings).
+No venv, build, tests, caches or dist. The archive is reproducible: sorted entries, fixed timestamps. Standard library only, so it runs
 before `make setup`.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TOP = "mstt_stvsr"
 FILES = ["__init__.py", "metadata.txt", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md"]
-TREES = {"core": ("*.py",), "mstt_qgis": ("*.py",), "resources": ("*",)}
+# configs: the training config a fine-tune starts from (core/training/finetune.py)
+TREES = {"core": ("*.py",), "mstt_qgis": ("*.py",), "resources": ("*",), "configs": ("*.toml",)}
 SKIP_PARTS = {"__pycache__", ".git", ".pytest_cache", ".venv", "build", "dist", "tests", "demo_out"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".part", ".tmp", ".aux.xml", ".orig", ".rej", "~")
 REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository")

@@ -7,5 +7,8 @@ procedural city or a real still), ``clips`` (the platform camera, rendering, ``m
 ``degrade`` is the LR degradation; ``datasets`` reads clips in three layouts. Training:
 ``config``, ``crops`` (augmented crops and the flow cache), ``trainer`` (model, optimizer,
 step, checkpoints) and ``train`` (``mstt-stvsr train``). ``metrics`` and ``evaluate``
-(``mstt-stvsr eval``) score a model against the bicubic + linear blend baseline.
+(``mstt-stvsr eval``) score a model against the bicubic + linear blend baseline. ``finetune``
+(``mstt-stvsr finetune``) adapts weights to a user's own video with those pieces: native frames
+(``native_video``: read, checked, split) as ground truth, a held-out validation before and
+after, the better kept.
 """

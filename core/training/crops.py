@@ -94,7 +94,28 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float().div_(255.0)
 
 
-class CropSampler:
+class Sampler:
+    """What the training loop draws from: ``sample(rng)`` one training example, ``batch`` many;
+    ``precompute`` fills the flow cache before training."""
+
+    def sample(self, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def precompute(self, progress: bool = True, pool=None) -> None:
+        raise NotImplementedError
+
+    def batch(self, rng, n: int, pool=None):
+        """``n`` samples stacked: (n, 4, 3, c, c), (n, 7, 3, 4c, 4c), (n, 3, 4, c, c).
+
+        Each sample draws from its own generator seeded from ``rng``, so a batch is the same
+        whether ``pool`` (a thread pool: PNG decoding and resampling release the GIL) draws its
+        samples in parallel or this thread draws them in turn."""
+        gens = [np.random.default_rng(int(seed)) for seed in rng.integers(2**63, size=n)]
+        items = list(pool.map(self.sample, gens)) if pool else [self.sample(g) for g in gens]
+        return tuple(torch.stack(z) for z in zip(*items))
+
+
+class CropSampler(Sampler):
     """Random augmented crops of a dataset: (lr (4, 3, c, c), hr (7, 3, 4c, 4c), flows (3, 4, c, c))."""
 
     def __init__(self, dataset, crop: int, flows: FlowCache, time_reverse: bool = True):
@@ -102,7 +123,11 @@ class CropSampler:
 
     def precompute(self, progress: bool = True, pool=None) -> None:
         """Fill the flow cache for every clip before training, so steps time only training;
-        ``pool`` (a thread pool: OpenCV's flow releases the GIL) does clips in parallel."""
+        ``pool`` (a thread pool: OpenCV's flow releases the GIL) does clips in parallel. Once
+        done, a second call returns at once (it would read every clip again to find its flow)."""
+        if getattr(self, "_precomputed", False):
+            return
+
         def one(i):
             c = self.ds.clip(i)
             self.flows.get(c.name, c.lr)
@@ -114,6 +139,7 @@ class CropSampler:
             done = tqdm(done, total=len(self.ds), desc="flows", unit="clip", file=sys.stderr)
         for _ in done:
             pass
+        self._precomputed = True
 
     def sample(self, rng: np.random.Generator):
         c = self.ds.clip(int(rng.integers(len(self.ds))))
@@ -132,15 +158,31 @@ class CropSampler:
             lr, hr, fl = reverse_time(lr, hr, fl)
         return to_tensor(lr), to_tensor(hr), torch.from_numpy(np.ascontiguousarray(fl)).float()
 
-    def batch(self, rng, n: int, pool=None):
-        """``n`` samples stacked: (n, 4, 3, c, c), (n, 7, 3, 4c, 4c), (n, 3, 4, c, c).
 
-        Each sample draws from its own generator seeded from ``rng``, so a batch is the same
-        whether ``pool`` (a thread pool: PNG decoding and resampling release the GIL) draws its
-        samples in parallel or this thread draws them in turn."""
-        gens = [np.random.default_rng(int(seed)) for seed in rng.integers(2**63, size=n)]
-        items = list(pool.map(self.sample, gens)) if pool else [self.sample(g) for g in gens]
-        return tuple(torch.stack(z) for z in zip(*items))
+class MixedSampler(Sampler):
+    """Samples from several samplers, each sample from one drawn with probability its share
+    (e.g. a user's video and a share of the synthetic set, so that fine-tuning does not forget
+    what the synthetic set taught). ``parts``: [(sampler, share)]; parts with share 0 are left
+    out, the others' shares normalised. All crops have one size (they stack into one batch)."""
+
+    def __init__(self, parts):
+        parts = [(s, float(w)) for s, w in parts if float(w) > 0]
+        if not parts:
+            raise InputError("a mixed sampler needs at least one part with a share > 0")
+        if len({s.crop for s, _ in parts}) != 1:
+            raise InputError(f"mixed samplers need one crop size, got {sorted({s.crop for s, _ in parts})}")
+        total = sum(w for _, w in parts)
+        self.parts = [s for s, _ in parts]
+        self.shares = [w / total for _, w in parts]
+        self.crop = self.parts[0].crop
+
+    def precompute(self, progress: bool = True, pool=None) -> None:
+        for s in self.parts:
+            s.precompute(progress, pool)
+
+    def sample(self, rng: np.random.Generator):
+        k = int(np.searchsorted(np.cumsum(self.shares), rng.random(), side="right"))
+        return self.parts[min(k, len(self.parts) - 1)].sample(rng)
 
 
 def build_sampler(cfg: dict) -> CropSampler:

@@ -200,31 +200,23 @@ def image_files(folder: Path) -> list[Path]:
                    and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
 
 
-class FrameFoldersDataset:
-    """Folders of native frames, each one clip of all its frames (see module docstring).
+class FrameListsDataset:
+    """Clips given as lists of native frames: ``clips`` is [(name, [frame paths in time order])],
+    each one clip of all its frames (an even count drops its last: a clip of 2N-1 frames has N
+    inputs at its odd frames). ``crop``: centre crop of this many HR pixels a side (a multiple
+    of 4). The LR is the frames' Jilin-189 degradation."""
 
-    ``folders``: clip folders, or folders whose sub-folders are clips. A clip with an even
-    number of frames drops its last (a clip of 2N-1 frames has N inputs at its odd frames).
-    ``crop``: centre crop of this many HR pixels a side (a multiple of 4), for quick scans."""
-
-    def __init__(self, folders, crop: int | None = None):
+    def __init__(self, clips, crop: int | None = None, root: str = ""):
         self.clips: list[tuple[str, list[Path]]] = []
-        for folder in map(Path, folders):
-            if not folder.is_dir():
-                raise InputError(f"{folder}: not a folder of frames")
-            own = image_files(folder)
-            subs = [] if own else sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                                         key=lambda d: natural_key(d.name))
-            for d, frames in ([(folder, own)] if own else [(d, image_files(d)) for d in subs]):
-                if len(frames) < N_OUT:
-                    raise InputError(f"{d}: {len(frames)} frame(s); a clip needs at least {N_OUT}")
-                self.clips.append((d.name, frames[: len(frames) - (1 - len(frames) % 2)]))
-        if not self.clips:
-            raise InputError(f"{', '.join(map(str, folders))}: no folder of frames found")
+        for name, frames in clips:
+            frames = [Path(p) for p in frames]
+            if len(frames) < N_OUT:
+                raise InputError(f"{name}: {len(frames)} frame(s); a clip needs at least {N_OUT}")
+            self.clips.append((name, frames[: len(frames) - (1 - len(frames) % 2)]))
         if crop is not None and (crop <= 0 or crop % SCALE):
             raise InputError(f"crop {crop}: must be a positive multiple of {SCALE}")
         self.crop = crop
-        self.root = ", ".join(map(str, folders))
+        self.root = root
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -241,6 +233,30 @@ class FrameFoldersDataset:
             y, x = (h - self.crop) // 2, (w - self.crop) // 2
             hr = hr[:, y:y + self.crop, x:x + self.crop]
         return clip_from_frames(name, hr)
+
+
+class FrameFoldersDataset(FrameListsDataset):
+    """Folders of native frames, each one clip of all its frames (see module docstring).
+
+    ``folders``: clip folders, or folders whose sub-folders are clips. A clip with an even
+    number of frames drops its last (a clip of 2N-1 frames has N inputs at its odd frames).
+    ``crop``: centre crop of this many HR pixels a side (a multiple of 4), for quick scans."""
+
+    def __init__(self, folders, crop: int | None = None):
+        clips = []
+        for folder in map(Path, folders):
+            if not folder.is_dir():
+                raise InputError(f"{folder}: not a folder of frames")
+            own = image_files(folder)
+            subs = [] if own else sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                                         key=lambda d: natural_key(d.name))
+            for d, frames in ([(folder, own)] if own else [(d, image_files(d)) for d in subs]):
+                if len(frames) < N_OUT:
+                    raise InputError(f"{d}: {len(frames)} frame(s); a clip needs at least {N_OUT}")
+                clips.append((d.name, frames))
+        if not clips:
+            raise InputError(f"{', '.join(map(str, folders))}: no folder of frames found")
+        super().__init__(clips, crop, ", ".join(map(str, folders)))
 
 
 def read_size(path) -> tuple[int, int]:

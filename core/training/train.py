@@ -106,23 +106,29 @@ def batches(sampler, rng, n: int, threads: int):
             yield current
 
 
-def train_loop(trainer: Trainer, feed, csv_file, stop: dict, bar, log) -> tuple:
-    """Steps on the batches of ``feed`` until ``train.steps``, a stop signal or the time budget
-    (whichever comes first; the budget counts this run's wall time or all runs' training time,
-    and stops one step early rather than overrun it). Returns (last loss, smoothed seconds per
-    step)."""
+def train_loop(trainer: Trainer, feed, csv_file, stop: dict, bar, log, is_canceled=None) -> tuple:
+    """Steps on the batches of ``feed`` until ``train.steps``, a stop signal, ``is_canceled()``
+    or the time budget (whichever comes first; the budget counts this run's wall time or all
+    runs' training time, and stops one step early rather than overrun it). Returns (last loss,
+    smoothed seconds per step); ``stop["ended"]`` says why it ended (steps, budget, canceled or
+    the signal's name)."""
     tr = trainer.cfg["train"]
     writer = csv.writer(csv_file)
     t0 = time.monotonic()
     budget = float(tr["max_minutes"]) * 60.0
     losses, last_loss, step_time = [], float("nan"), 0.0
+    stop["ended"] = "steps"
     while trainer.step < tr["steps"]:
+        if is_canceled is not None and is_canceled():
+            stop["why"] = stop["why"] or "canceled"
         if stop["why"]:
             log(f"stopping on {stop['why']}")
+            stop["ended"] = stop["why"]
             break
         elapsed = max(time.monotonic() - t0, trainer.seconds)
         if budget and elapsed + 1.2 * step_time > budget:
-            log(f"time budget of {tr['max_minutes']} min reached")
+            log(f"time budget of {tr['max_minutes']:.4g} min reached")
+            stop["ended"] = "budget"
             break
         ts = time.monotonic()
         last_loss = trainer.train_step(*next(feed))
@@ -144,20 +150,24 @@ def train_loop(trainer: Trainer, feed, csv_file, stop: dict, bar, log) -> tuple:
     return last_loss, step_time
 
 
-def run_training(cfg: dict, resume=None, export=None, progress: bool = True, log=None) -> dict:
-    """Train per cfg; returns a summary (steps done, last loss, seconds, paths). The checkpoint
-    is written however the loop ends, errors included."""
+def run_training(cfg: dict, resume=None, export=None, progress: bool = True, log=None, sampler=None,
+                 bar=None, is_canceled=None) -> dict:
+    """Train per cfg; returns a summary (steps done, last loss, seconds, paths, why it ended).
+    The checkpoint is written however the loop ends, errors included. ``sampler``: what to
+    train on (default: ``build_sampler(cfg)``); ``bar``: a progress reporter with tqdm's
+    ``update`` and ``set_postfix`` (default: a tqdm bar when ``progress``); ``is_canceled``: a
+    callable polled between steps (QGIS's Cancel)."""
     log = log or (lambda m: print(m, file=sys.stderr))
     trainer = start(cfg, resume, log)
     threads = loader_threads(cfg["train"]["loader_threads"], trainer.device)
-    sampler = build_sampler(cfg)
+    sampler = sampler or build_sampler(cfg)
     with ThreadPoolExecutor(threads) if threads else contextlib.nullcontext() as pool:
         sampler.precompute(progress, pool)
     out = Path(cfg["train"]["out"])
     csv_path = out / "log.csv"
     new_csv = not csv_path.is_file()
-    bar = None
-    if progress:
+    own_bar = progress and bar is None
+    if own_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg["train"]["steps"], initial=trainer.step, desc="train", unit="step", file=sys.stderr)
@@ -167,13 +177,14 @@ def run_training(cfg: dict, resume=None, export=None, progress: bool = True, log
         with stop_signals() as stop, open(csv_path, "a", newline="") as fcsv, contextlib.closing(feed):
             if new_csv:
                 csv.writer(fcsv).writerow(LOG_COLUMNS)
-            last_loss, step_time = train_loop(trainer, feed, fcsv, stop, bar, log)
+            last_loss, step_time = train_loop(trainer, feed, fcsv, stop, bar, log, is_canceled)
     finally:
-        if bar:
+        if own_bar:
             bar.close()
         trainer.save(out / "last.pt")
     summary = {"step": trainer.step, "last_loss": last_loss, "seconds": round(time.monotonic() - t0, 1),
-               "checkpoint": str(out / "last.pt"), "seconds_per_step": round(step_time, 3)}
+               "checkpoint": str(out / "last.pt"), "seconds_per_step": round(step_time, 3),
+               "ended": stop["ended"]}
     if export:
         summary["exported"] = str(export_weights(trainer.model, export, cfg, trainer.step))
     log(json.dumps(summary))
