@@ -17,13 +17,14 @@ licence. Run again: nothing is downloaded when the files are already there.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from mstt_stvsr.core.checksum import file_sha256
 
 try:
     from mstt_stvsr.core.training.imagery import IMAGERY_DIR as DEFAULT_OUT
@@ -66,16 +67,8 @@ evaluation and the sample stack use only the held-out YELL_541000, SOAP_061 and 
 """
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def have(path: Path, digest: str) -> bool:
-    return path.is_file() and sha256(path) == digest
+    return path.is_file() and file_sha256(path) == digest
 
 
 def fetch_neon(out: Path, log) -> None:
@@ -96,7 +89,7 @@ def fetch_neon(out: Path, log) -> None:
                 target = dst / name
                 with z.open(f"deepforest/data/{name}") as src, open(target, "wb") as f:
                     shutil.copyfileobj(src, f)
-                if sha256(target) != digest:
+                if file_sha256(target) != digest:
                     raise SystemExit(f"{target}: SHA-256 mismatch (wheel changed?)")
             with z.open("deepforest-2.1.0.dist-info/licenses/LICENSE") as src:
                 (dst / "LICENSE.deepforest").write_bytes(src.read())
@@ -114,7 +107,7 @@ def fetch_opencv(out: Path, log) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name, digest in OPENCV.items():
         shutil.copyfile(OPENCV_DIR / name, dst / name)
-        if sha256(dst / name) != digest:
+        if file_sha256(dst / name) != digest:
             raise SystemExit(f"{dst / name}: SHA-256 mismatch (opencv-doc changed?)")
 
 

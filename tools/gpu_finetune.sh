@@ -21,6 +21,7 @@ MINUTES=${1:?usage: gpu_finetune.sh MINUTES VIDEO [VIDEO ...]}
 shift
 [ $# -ge 1 ] || { echo "usage: gpu_finetune.sh MINUTES VIDEO [VIDEO ...]" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tools/gpu_synth.sh"
 OUT=${OUT:-$ROOT/build/gpu_out}
 WORK=${WORK:-$(mktemp -d)}
 PY=${PYTHON:-python3}
@@ -45,21 +46,7 @@ DATA="$WORK/data"
 if [ "$SHARE" != "0" ]; then
   [ -d "$ROOT/build/imagery" ] || echo "note: no build/imagery; synthetic clips use procedural ground only" >&2
   echo "== synthesising $CLIPS clips in $PARTS parts for the synthetic share $SHARE ($(date +%T))"
-  per=$(( (CLIPS + PARTS - 1) / PARTS ))
-  for p in $(seq 0 $((PARTS - 1))); do
-    "$PY" -m mstt_stvsr.core synth --quiet --out "$WORK/part$p" --clips "$per" --size "$SIZE" --split train \
-      --seed $((2000 + p)) --psf 0.6,1.2 &
-  done
-  wait
-  mkdir -p "$DATA/sequences"
-  : > "$DATA/sep_trainlist.txt"
-  for p in $(seq 0 $((PARTS - 1))); do
-    for rel in $(cat "$WORK/part$p/sep_trainlist.txt"); do
-      clip=${rel%%/*}
-      mv "$WORK/part$p/sequences/$clip" "$DATA/sequences/p${p}_$clip"
-      echo "p${p}_$rel" >> "$DATA/sep_trainlist.txt"
-    done
-  done
+  synth_parts "$CLIPS" "$PARTS" "$SIZE" 2000 0.6,1.2 "$DATA"
 fi
 
 echo "== fine-tuning $MINUTES min on $DEVICE: $* ($(date +%T))"

@@ -15,6 +15,7 @@
 set -euo pipefail
 MINUTES=${1:?usage: gpu_train.sh MINUTES}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tools/gpu_synth.sh"
 OUT=${OUT:-$ROOT/build/gpu_out}
 WORK=${WORK:-$(mktemp -d)}
 PY=${PYTHON:-python3}
@@ -36,21 +37,7 @@ sed 's/^ckpt_every *=.*/ckpt_every = 500/' "$ROOT/$CONFIG" > "$WORK/config.toml"
 
 echo "== synthesising $CLIPS clips in $PARTS parts ($(date +%T))"
 DATA="$WORK/data"
-per=$(( (CLIPS + PARTS - 1) / PARTS ))
-for p in $(seq 0 $((PARTS - 1))); do
-  "$PY" -m mstt_stvsr.core synth --quiet --out "$WORK/part$p" --clips "$per" --size "$SIZE" --split train \
-    --seed $((1000 + p)) --psf 0,1.3 &
-done
-wait
-mkdir -p "$DATA/sequences"
-: > "$DATA/sep_trainlist.txt"
-for p in $(seq 0 $((PARTS - 1))); do
-  for rel in $(cat "$WORK/part$p/sep_trainlist.txt"); do
-    clip=${rel%%/*}
-    mv "$WORK/part$p/sequences/$clip" "$DATA/sequences/p${p}_$clip"
-    echo "p${p}_$rel" >> "$DATA/sep_trainlist.txt"
-  done
-done
+synth_parts "$CLIPS" "$PARTS" "$SIZE" 1000 0.6,1.2 "$DATA"
 echo "== $(wc -l < "$DATA/sep_trainlist.txt") clips; training $MINUTES min on $DEVICE ($(date +%T))"
 
 "$PY" -m mstt_stvsr.core train --config "$WORK/config.toml" --data "$DATA" --out "$WORK/train" --device "$DEVICE" \

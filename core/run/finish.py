@@ -8,7 +8,6 @@ is an input super-resolved or a new, synthesised one)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,8 @@ from ..geo.outputs import OutputSet
 from ..geo.stack import IO_ERRORS, StackInfo, first_line
 from ..geo.verify import storage_error, verify_output
 from ..geo.write import add_tags, kept_nbits, to_cog
+from ..checksum import file_sha256
 from . import device
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

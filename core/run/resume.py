@@ -35,7 +35,7 @@ from ..errors import InputError, MsttError
 from ..geo.outputs import sync_folder
 from ..geo.stack import IO_ERRORS
 from ..geo.verify import storage_error
-from .finish import file_sha256
+from ..checksum import file_sha256
 
 JOB = "job.json"  # the fingerprint, in the work folder
 DONE = "done"  # the records of finished parts, in the work folder

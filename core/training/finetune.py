@@ -30,7 +30,6 @@ that was asked for and is missing is an error.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import sys
@@ -39,6 +38,7 @@ import uuid
 from pathlib import Path
 
 from .. import PLUGIN_DIR
+from ..checksum import file_sha256
 from ..errors import Canceled, InputError
 from ..net.spec import N_OUT, SCALE
 from .datasets import VALIDATION_ONLY, FrameListsDataset
@@ -80,14 +80,6 @@ def check_output(output, overwrite: bool, resume_id: str | None = None) -> Path:
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- progress -----------------------------------------------------------------------------
