@@ -21,15 +21,7 @@ MINUTES=${1:?usage: gpu_finetune.sh MINUTES VIDEO [VIDEO ...]}
 shift
 [ $# -ge 1 ] || { echo "usage: gpu_finetune.sh MINUTES VIDEO [VIDEO ...]" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-. "$ROOT/tools/gpu_synth.sh"
-OUT=${OUT:-$ROOT/build/gpu_out}
-WORK=${WORK:-$(mktemp -d)}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT" "$WORK"
-
-# the repository root is the package mstt_stvsr: import it under that name without installing
-ln -sfn "$ROOT" "$WORK/mstt_stvsr"
-export PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/tools/gpu_common.sh"
 
 if [ -n "${DRY_RUN:-}" ]; then
   CLIPS=${CLIPS:-2} PARTS=${PARTS:-2} SIZE=${SIZE:-96} CONFIG=configs/tiny.toml DEVICE=cpu BATCH=${BATCH:-2}
