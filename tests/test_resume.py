@@ -198,7 +198,7 @@ def test_batch_resume_skips_finished_stacks_and_resumes_the_interrupted_one(job,
                      "--tile-size", "80", "--overlap", "16", "--device", "cpu", "--windows", "central", "--resume"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "[a] finished by an earlier run: its 3 frames are there" in err
+    assert "[a] finished by an earlier run of this job: its 3 frames are there" in err
     assert f"[{second.name}] resume: 2 of 4 time window(s) reused, 2 to compute" in err
     assert "batch: 2 stacks, 2 done, 0 failed" in err
     assert os.stat(done_before[0]).st_mtime_ns == stamp  # not written again

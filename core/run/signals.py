@@ -3,8 +3,10 @@ terminal goes, SIGINT from Ctrl-C) raised as ``Interrupted`` in the main thread,
 cleans up as after any error: temporary files removed, the claim on its outputs released.
 
 Inside ``critical()`` (the final renames) a signal waits until the block is done, so a commit
-is never cut in half; the run, then complete, ends normally. After the first signal, further
-ones are ignored while cleaning up.
+is never cut in half; the run, then complete, ends normally, and a batch stops before its next
+stack (``raise_pending``). Only the main thread's commits need this: the signal is raised in
+the main thread, so a commit on another thread (a batch on a cluster) is never cut by it. After
+the first signal, further ones are ignored while cleaning up.
 ``kill -9`` cannot be caught: the next run for the same outputs removes what it left.
 """
 from __future__ import annotations
@@ -49,8 +51,17 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def critical(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         self.depth += 1
         try:
             yield
         finally:
             self.depth -= 1
+
+    def raise_pending(self) -> None:
+        """Raise the signal that arrived during a commit (between the stacks of a batch)."""
+        if self.pending is not None and not self.fired:
+            self.fired = True
+            raise Interrupted(self.pending, signal.Signals(self.pending).name)

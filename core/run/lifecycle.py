@@ -1,0 +1,48 @@
+"""One job lifecycle for both engines (``pipeline.run_stack`` in one process and
+``scale.run.run_stack_cluster`` on Dask), so that a fix of one is a fix of both:
+
+1. ``prepare``: the claim on the outputs; with ``--resume`` the interrupted run of the same job
+   taken over (or refused, naming what differs), without it the leftovers removed (saying how
+   many finished parts a ``--resume`` would have kept);
+2. the engine's work, inside the ``job`` block;
+3. ``commit``: the frames checked and renamed together (``finish``);
+4. on any error, signal or cancel: with ``--resume`` the finished parts kept, else everything
+   the run made removed; a full disk reported as such; the claim always released.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from . import resume
+
+
+def starting_over(notes: list):
+    """For ``OutputSet.prepare`` without ``--resume``: nothing is taken over, and the finished
+    parts of the interrupted runs about to be removed are counted, for a hint."""
+
+    def choose(folders):
+        n = sum(resume.count_parts(f) for f in folders)
+        if n:
+            notes.append(f"note: the interrupted run had {n} finished part(s), removed now; "
+                         "run with --resume to reuse such parts next time")
+        return None
+
+    return choose
+
+
+@contextlib.contextmanager
+def job(outs, fingerprint: dict, options, hooks):
+    """The claim, the resume or fresh start, and the end of a run whatever happens inside."""
+    hints = []
+    try:
+        outs.prepare(resume.chooser(fingerprint) if options.resume else starting_over(hints))
+        for line in [*outs.notes, *hints]:
+            hooks.say(line)
+        yield
+    except BaseException as exc:
+        err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
+        if err is not None:
+            raise err from None
+        raise
+    finally:
+        outs.close()
