@@ -224,3 +224,23 @@ def test_resume_check_catches_windows_from_another_job(job, tmp_path, monkeypatc
     frames, lines, ran = resumed(paths, tmp_path / "out", dict(weights=weights, **SETTINGS))
     assert ran == {3, 4}
     assert worst(frames, ref) > DN
+
+
+def test_an_input_rewritten_in_place_with_its_time_restored_is_not_resumed(job, tmp_path):
+    """Other pixels written into a frame in place (same size), its modification time set back
+    as ``touch -r`` does: the windows computed from the old pixels are not reused."""
+    paths, weights, _ = job
+    settings = dict(weights=weights, **SETTINGS)
+    copies = [str(tmp_path / os.path.basename(p)) for p in paths]
+    for src, dst in zip(paths, copies):
+        with open(src, "rb") as f, open(dst, "wb") as g:
+            g.write(f.read())
+    killed_run(copies, tmp_path / "out", settings)
+    before = os.stat(copies[2])
+    with rasterio.open(copies[2], "r+") as ds:
+        ds.write(255 - ds.read())
+    os.utime(copies[2], ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(copies[2])
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(InputError, match=r"input .*frame_02\.tif changed since"):
+        resumed(copies, tmp_path / "out", settings)
