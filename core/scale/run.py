@@ -19,7 +19,7 @@ from ..errors import Canceled, MsttError
 from ..geo.values import value_scaler
 from ..run import device, lifecycle, preflight, resume
 from ..run.finish import commit, run_record
-from ..run.options import RunOptions
+from ..run.options import DEFAULT_WORKER_WAIT, RunOptions
 from ..run.pipeline import Hooks, band_groups
 from ..run.windows import plan_windows
 from . import tasks
@@ -60,7 +60,7 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
                               ensemble=options.ensemble, digest=parts.digest)
             start_network(client, plugin_name, weights, model, options, hooks)
             futures, regions = submit(client, spec, outs, block_tiles, hooks)
-            dev, dtype = wait_all(client, futures, regions, hooks)
+            dev, dtype = wait_all(client, futures, regions, hooks, worker_wait=options.worker_wait)
             report_regions(regions, outs, hooks)
             if hooks.progress is not None:
                 hooks.progress(0.999, "checking and writing")
@@ -161,20 +161,32 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     return list(flows.values()) + list(regions.values()) + assembled, list(regions.values())
 
 
-def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S) -> tuple:
+def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S,
+             worker_wait: float = DEFAULT_WORKER_WAIT) -> tuple:
     """Wait for every task, reporting progress and checking cancel every ``poll`` seconds (a
-    cancel cancels the futures); the first task error is raised as it is, a lost cluster as a
-    clear MsttError. Returns the network's (device, dtype)."""
+    cancel cancels the futures); the first task error is raised as it is, a lost cluster, or
+    one without any worker for ``worker_wait`` seconds, as a clear MsttError. Returns the
+    network's (device, dtype)."""
     from distributed import wait
     from distributed.client import FuturesCancelledError
 
     pending = list(futures)
+    alone = None  # since when no worker has been connected
     try:
         while pending:
             if hooks.is_canceled is not None and hooks.is_canceled():
                 raise Canceled("canceled by the user; no output was written")
             if client.status in ("closing", "closed"):
                 raise ClusterLost("the connection to the scheduler was lost")
+            if client.scheduler_info().get("workers"):
+                alone = None
+            elif alone is None:
+                alone = time.monotonic()
+                hooks.say("note: the Dask cluster has no worker now; waiting for one "
+                          f"(at most {worker_wait:g} s, --worker-wait)")
+            elif time.monotonic() - alone > worker_wait:
+                raise MsttError(f"no Dask worker was connected for {worker_wait:g} s (--worker-wait); no output "
+                                "was written. Start workers with `dask worker SCHEDULER-ADDRESS`")
             try:
                 wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
             except TimeoutError:

@@ -1,0 +1,129 @@
+"""``--cluster`` when things go wrong, from the command line, with real processes: a cluster
+whose only worker died, an address that is not a Dask scheduler (a web server, another
+protocol, the dashboard's URL, nothing listening), workers started in another folder than the
+caller's relative paths, a batch stopped by a signal. Each ends with one line and exit status
+2 (or the signal's), never a hang or a traceback."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cluster_kit import KillAfterFirstNetworkTask, dask_cluster, free_port
+from mishaps import cli, cli_env
+from nets import tiny_mstt
+from stackgen import write_stack
+
+FAST = ["--tile-size", "80", "--overlap", "16", "--device", "cpu"]
+LIMIT = 240  # seconds: a run that would hang fails the test instead
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from mstt_stvsr.core.net.weights import save_weights
+
+    return str(save_weights(tiny_mstt(), tmp_path_factory.mktemp("w") / "tiny.safetensors"))
+
+
+def one_error(res, command="run") -> str:
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"mstt-stvsr {command}: error: "), \
+        (res.returncode, res.stderr[-3000:])
+    return lines[0]
+
+
+def wait_listening(port: int, proc) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            pytest.fail(f"the server ended: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail("the server did not start")
+
+
+# A server of another protocol, which speaks first (as SSH, SMTP or FTP servers do).
+BANNER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+held = []
+while True:
+    c, _ = s.accept(); c.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\\r\\n"); held.append(c)
+"""
+
+
+@pytest.mark.parametrize("server", ["web", "banner"])
+def test_an_address_that_is_not_a_scheduler_is_one_line(tmp_path, weights, server):
+    """A web server (silent until it gets a request: the old handshake waited for ever) and a
+    server that greets in another protocol (the old client read its banner as a 2.8 EiB
+    message length)."""
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    port = free_port()
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"] if server == "web" \
+        else [sys.executable, "-c", BANNER, str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        wait_listening(port, proc)
+        res = subprocess.run(cli("run", *paths, "-o", str(tmp_path / "out"), "--weights", weights, *FAST,
+                                 "--cluster", f"tcp://127.0.0.1:{port}"),
+                             capture_output=True, text=True, env=cli_env(), timeout=LIMIT)
+    finally:
+        proc.kill()
+        proc.wait()
+    line = one_error(res)
+    assert f"tcp://127.0.0.1:{port} is not a Dask scheduler" in line
+    assert ("no greeting" if server == "web" else "another protocol") in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address, says", [
+    ("http://127.0.0.1:8787/status", "is a web address (the scheduler's dashboard?)"),
+    ("127.0.0.1:8787/status", "is a web address"),
+    ("tcp://127.0.0.1:1", "connection refused"),
+])
+def test_a_dashboard_url_or_a_refused_port_is_one_line(tmp_path, weights, address, says):
+    paths = write_stack(tmp_path / "in", n=2, h=16, w=16)
+    res = subprocess.run(cli("run", *paths, "-o", str(tmp_path / "out"), "--weights", weights, *FAST,
+                             "--cluster", address), capture_output=True, text=True, env=cli_env(), timeout=LIMIT)
+    assert says in one_error(res)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cluster_whose_only_worker_died_fails_after_the_worker_wait(tmp_path, weights):
+    """The only worker is SIGKILLed after its first network task and none comes back: the
+    run says so once --worker-wait has passed, instead of waiting at 'n/21 Dask tasks'."""
+    from distributed import Client
+
+    paths = write_stack(tmp_path / "in", n=3, h=64, w=200)
+    with dask_cluster(1, tmp_path) as (address, _, workers):
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            client.register_plugin(KillAfterFirstNetworkTask("w0"), name="kill-w0")
+        res = subprocess.run(cli("run", *paths, "-o", str(tmp_path / "out"), "--weights", weights, *FAST,
+                                 "--cluster", address, "--worker-wait", "3", "-q"),
+                             capture_output=True, text=True, env=cli_env(), timeout=LIMIT)
+        assert workers[0].wait(30) == -9
+    line = one_error(res)
+    assert "no Dask worker was connected for 3 s (--worker-wait); no output was written" in line
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_relative_paths_reach_workers_started_in_another_folder(tmp_path, weights):
+    """README's example, run from the stack's folder with relative frames and -o, on workers
+    whose working directory is elsewhere: the paths are made absolute before tasks are sent."""
+    job = tmp_path / "job"
+    write_stack(job / "u6", n=3, h=24, w=24)
+    (tmp_path / "elsewhere").mkdir()
+    with dask_cluster(1, tmp_path, cwd=tmp_path / "elsewhere") as (address, _, _):
+        res = subprocess.run(cli("run", "u6/frame_00.tif", "u6/frame_01.tif", "u6/frame_02.tif", "-o", "out",
+                                 "--weights", weights, *FAST, "--cluster", address, "-q"),
+                             capture_output=True, text=True, env=cli_env(), timeout=LIMIT, cwd=job)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (job / "out").iterdir()) == [f"frame_x4_t00{i}.tif" for i in range(5)]
+    assert not list((tmp_path / "elsewhere").iterdir())
