@@ -3,6 +3,7 @@ manifests written by spreadsheets, frames numbered without zero padding, folders
 with hidden files, ``--resume`` after the inputs were regenerated. Real GeoTIFFs, the tiny
 network, the command line's own entry point."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -161,3 +162,20 @@ def test_a_missing_folder_and_an_output_in_the_input_folder_are_one_line(tmp_pat
     code, err = batch(capsys, "--manifest", tmp_path / "list.csv", "--weights", weights, *FAST)
     assert code == 2 and "is its input folder" in one_error(err)
     assert sorted(p.name for p in (tmp_path / "in" / "a").iterdir()) == ["frame_00.tif", "frame_01.tif"]
+
+
+def test_frame_names_that_are_not_utf8_are_one_line(tmp_path, weights, capsys):
+    """Latin-1 names from an old archive (GDAL takes UTF-8 names only): refused naming the
+    file, in ``run`` and in ``batch``, instead of a UnicodeEncodeError."""
+    made = write_stack(tmp_path / "made", n=2, h=16, w=16)
+    (tmp_path / "old").mkdir()
+    for i, src in enumerate(made):
+        shutil.copy(src, os.fsdecode(bytes(tmp_path / "old") + b"/vid\xe9o_%02d.tif" % i))
+    frames = sorted(str(p) for p in (tmp_path / "old").iterdir())
+    code = cli.main(["run", *frames, "-o", str(tmp_path / "out"), "--weights", weights, *FAST])
+    line = capsys.readouterr().err.strip()
+    assert code == 2 and line.startswith("mstt-stvsr run: error: ") and len(line.splitlines()) == 1
+    assert "vid\\xe9o_00.tif: the name is not valid UTF-8" in line
+    code, err = batch(capsys, tmp_path / "old", "-o", tmp_path / "out", "--weights", weights, *FAST)
+    assert code == 1 and "failed: old: " in err and "vid\\xe9o_00.tif: the name is not valid UTF-8" in err
+    assert not (tmp_path / "out").exists()

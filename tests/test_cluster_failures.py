@@ -127,3 +127,64 @@ def test_relative_paths_reach_workers_started_in_another_folder(tmp_path, weight
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in (job / "out").iterdir()) == [f"frame_x4_t00{i}.tif" for i in range(5)]
     assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def frames_on_disk(out) -> int:
+    return len(list(out.glob("*/*.tif")))
+
+
+def stopped_batch(argv, out, started, sig=signal.SIGTERM):
+    """A CLI batch sent ``sig`` as soon as ``started(out)``; (status, stderr)."""
+    proc = subprocess.Popen(cli("batch", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env())
+    end = time.monotonic() + LIMIT
+    while not started(out):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"the batch ended (status {proc.returncode}) before it was stopped: "
+                        f"{proc.communicate()[1][-3000:]}")
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the batch did not stop")
+    return proc.returncode, err
+
+
+def working(out, stack) -> bool:
+    return any((out / stack).glob(".mstt-*.partial"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_batch_on_a_cluster_stops_on_a_signal_and_says_what_it_wrote(tmp_path, weights, sig):
+    """Ctrl-C or SIGTERM while both stacks run on local:2: they are canceled (the old batch
+    ran both to the end, then said that nothing was written), and the last line says what the
+    batch wrote, which is what is on the disk."""
+    for name, seed in (("a", 0), ("b", 1)):
+        write_stack(tmp_path / name, n=5, h=64, w=200, seed=seed)
+    out = tmp_path / "out"
+    code, err = stopped_batch([tmp_path / "a", tmp_path / "b", "-o", out, "--weights", weights, *FAST,
+                               "--cluster", "local:2"], out, lambda o: working(o, "a") and working(o, "b"), sig)
+    last = err.strip().splitlines()[-1]
+    assert code == 128 + sig and last.startswith(f"mstt-stvsr batch: interrupted by {signal.Signals(sig).name}; "), err
+    assert "Traceback" not in err, err
+    n = frames_on_disk(out)
+    assert n < 2 * 9, "both stacks ran to the end"
+    assert (f"({n} frames written" in last) if n else ("no output was written" in last), (n, last)
+    assert not list(out.glob("*/.mstt-*")), "work folders or claims left"
+
+
+def test_a_sequential_batch_stopped_in_its_second_stack_says_the_first_is_written(tmp_path, weights):
+    write_stack(tmp_path / "a", n=2, h=16, w=16)
+    write_stack(tmp_path / "b", n=5, h=64, w=200, seed=1)
+    out = tmp_path / "out"
+    code, err = stopped_batch([tmp_path / "a", tmp_path / "b", "-o", out, "--weights", weights, *FAST], out,
+                              lambda o: working(o, "b"))
+    last = err.strip().splitlines()[-1]
+    assert code == 128 + signal.SIGTERM, err
+    assert last == (f"mstt-stvsr batch: interrupted by SIGTERM; 1 of 2 stacks were finished (3 frames written, "
+                    f"in {out / 'a'}); the others left no frames (run the batch again with --resume to skip the "
+                    "finished ones)"), last
+    assert frames_on_disk(out) == 3 and not (out / "b").exists()

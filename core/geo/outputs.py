@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .claim import Claim
-from .stack import StackInfo
+from .stack import StackInfo, check_utf8
 from .write import written_index
 
 HIDDEN = ".mstt-"  # the start of every name a run keeps in the output folder besides the frames
@@ -101,6 +101,7 @@ class OutputSet:
         without ``overwrite``."""
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"output folder {self.out_dir} is a file")
+        check_utf8(self.final[0] if self.final else self.out_dir, "output ")
         too_long = next((n for n in self.names if len(n.encode()) > NAME_MAX), None)
         if too_long:
             raise InputError(f"output name {too_long} is longer than {NAME_MAX} bytes; give a shorter prefix")

@@ -4,6 +4,7 @@ version of the package."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -134,8 +135,9 @@ def connect(address: str, timeout: float = 30):
             python = worker_python()
             if python != sys.executable:
                 multiprocessing.set_executable(python)  # the spawn context starts the workers
+            # silence_logs: Dask's warnings about tasks it canceled are not the user's business
             cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1")
+                                   dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
             client = Client(cluster, timeout=timeout)
         else:
             check_scheduler(where)

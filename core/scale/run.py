@@ -231,7 +231,9 @@ def cancel(client, futures, wait_s: float = STOP_WAIT_S) -> None:
         client.cancel(futures)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            running = {k for stacks in client.call_stack(keys=list(keys)).values() for k in stacks}
+            # every worker's running tasks, ours picked here: the scheduler forgets canceled keys at
+            # once, and asked for one by name it logs a KeyError traceback on the user's terminal
+            running = {k for stacks in client.call_stack().values() for k in stacks if k in keys}
             if not running:
                 return
             time.sleep(POLL_S)
