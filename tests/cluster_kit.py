@@ -83,3 +83,14 @@ class KillClusterAfterFirstNetworkTask(WorkerPlugin):
         if finish == "memory" and "-net-" in name:
             os.kill(self.scheduler_pid, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RemoveAtFirstTask(WorkerPlugin):
+    """A frame gone from the shared storage mid-run: removed as the worker starts its first task."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and os.path.exists(self.path):
+            os.remove(self.path)

@@ -188,3 +188,22 @@ def test_a_sequential_batch_stopped_in_its_second_stack_says_the_first_is_writte
                     f"in {out / 'a'}); the others left no frames (run the batch again with --resume to skip the "
                     "finished ones)"), last
     assert frames_on_disk(out) == 3 and not (out / "b").exists()
+
+
+def test_an_error_in_a_task_is_its_own_one_line(tmp_path, weights):
+    """A frame removed from the shared storage once the tasks run: the worker's InputError
+    reaches the caller as itself (not ``Exception("InputError('...')")`` with a traceback)."""
+    from distributed import Client
+
+    from cluster_kit import RemoveAtFirstTask
+
+    paths = write_stack(tmp_path / "in", n=3, h=24, w=24)
+    with dask_cluster(1, tmp_path) as (address, _, _):
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            client.register_plugin(RemoveAtFirstTask(paths[0]), name="remove-frame")
+        res = subprocess.run(cli("run", *paths, "-o", str(tmp_path / "out"), "--weights", weights, *FAST,
+                                 "--cluster", address, "-q"),
+                             capture_output=True, text=True, env=cli_env(), timeout=LIMIT)
+    assert one_error(res) == f"mstt-stvsr run: error: {paths[0]}: file not found"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

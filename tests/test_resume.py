@@ -244,3 +244,43 @@ def test_an_input_rewritten_in_place_with_its_time_restored_is_not_resumed(job, 
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     with pytest.raises(InputError, match=r"input .*frame_02\.tif changed since"):
         resumed(copies, tmp_path / "out", settings)
+
+
+# Runs a stack in a child process that SIGKILLs itself once ``after`` frames were moved into
+# place by the commit (a power cut halfway through the renames).
+KILL_IN_COMMIT = """
+import json, os, signal, sys
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import run_stack
+paths, out, settings, after = json.loads(sys.argv[1])
+replace, moved = os.replace, []
+def replacing(src, dst):
+    replace(src, dst)
+    if str(src).endswith(".tif.part"):
+        moved.append(dst)
+        if len(moved) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replacing
+run_stack(paths, out, RunOptions(**settings))
+"""
+
+
+def test_a_commit_cut_short_is_explained_and_finished_by_resume(job, tmp_path):
+    """Killed after 3 of its 9 frames were moved into place: a plain run says so (not just
+    'already exists'), and --resume moves the other 6 (checked) without computing anything."""
+    paths, weights, ref = job
+    settings = dict(weights=weights, **SETTINGS)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", KILL_IN_COMMIT, json.dumps([paths, str(out), settings, 3])],
+                          capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert len(list(out.glob("*.tif"))) == 3 and len(list(out.glob(".mstt-*.partial"))) == 1
+    args = ["run", *paths, "-o", str(out), "--weights", weights, "--tile-size", "80", "--device", "cpu",
+            "--windows", "central", "-q"]
+    res = subprocess.run(cli(*args), capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "a run was killed while it moved its frames into place (3 of 9 moved" in res.stderr
+    assert "--resume to finish moving them" in res.stderr
+    frames, lines, ran = resumed(paths, out, settings)
+    assert ran == set() and any("finished the interrupted run's commit: 6 frame(s) moved" in ln for ln in lines)
+    assert worst(frames, ref) <= DN and only_frames(out, frames)

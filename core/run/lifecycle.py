@@ -31,14 +31,16 @@ def starting_over(notes: list):
 
 
 @contextlib.contextmanager
-def job(outs, fingerprint: dict, options, hooks):
-    """The claim, the resume or fresh start, and the end of a run whatever happens inside."""
+def job(outs, fingerprint: dict, options, hooks, info):
+    """The claim, the resume or fresh start, and the end of a run whatever happens inside.
+    Yields None, or, when ``--resume`` found this job's commit cut short (killed while it moved
+    the frames into place), the frames after finishing that commit: the engine has nothing to do."""
     hints = []
     try:
         outs.prepare(resume.chooser(fingerprint) if options.resume else starting_over(hints))
         for line in [*outs.notes, *hints]:
             hooks.say(line)
-        yield
+        yield finish_cut_commit(outs, info, hooks) if outs.cut is not None else None
     except BaseException as exc:
         err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
         if err is not None:
@@ -46,3 +48,22 @@ def job(outs, fingerprint: dict, options, hooks):
         raise
     finally:
         outs.close()
+
+
+def finish_cut_commit(outs, info, hooks) -> list:
+    """The frames the cut commit had not moved yet, each checked whole again (they were before
+    it began), moved into place: the sequence is the one that run made, complete."""
+    from ..geo.verify import verify_output
+
+    expect = dict(width=info.out_width, height=info.out_height, count=info.count, dtype=info.dtype)
+    left = [i for i in range(len(outs.final)) if i not in outs.cut]
+    for i in left:
+        verify_output(outs.temp[i], outs.names[i], expect)
+    seen = len(outs.notes)
+    with (hooks.critical or contextlib.nullcontext)():
+        paths = outs.commit()
+    for line in outs.notes[seen:]:
+        hooks.say(line)
+    hooks.say(f"finished the interrupted run's commit: {len(left)} frame(s) moved into place, "
+              f"{len(paths)} frames in {outs.out_dir}")
+    return paths

@@ -158,7 +158,9 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     fingerprint = resume.fingerprint(info, weights, model, pixels)
     try:
         # claims the outputs; clears what an interrupted run of them left, or takes it over
-        with lifecycle.job(outs, fingerprint, options, hooks):
+        with lifecycle.job(outs, fingerprint, options, hooks, info) as committed:
+            if committed is not None:
+                return committed
             try:
                 if outs.resumed is not None and not options.tile_size:  # the tile the interrupted run fitted
                     options = replace(options, tile_size=resume.read_job(outs.work)["tile"])

@@ -47,7 +47,9 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     fingerprint = resume.fingerprint(info, weights, model, pixels)
     plugin_name = None
     try:
-        with lifecycle.job(outs, fingerprint, options, hooks):
+        with lifecycle.job(outs, fingerprint, options, hooks, info) as committed:
+            if committed is not None:
+                return committed
             for line in space:
                 hooks.say(line)
             parts = resume.Parts(outs.work, fingerprint)

@@ -18,6 +18,7 @@ result is there and intact, so Dask may re-run any of them (a lost worker) witho
 """
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..geo.read import read_frame
-from ..geo.stack import StackInfo, open_raster
+from ..errors import MsttError
+from ..geo.stack import IO_ERRORS, StackInfo, first_line, open_raster
 from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
@@ -190,6 +192,27 @@ def save_atomic(path: Path, arr: np.ndarray) -> None:
 
 
 # -- the tasks -------------------------------------------------------------------------------
+def sent_back(task):
+    """A task whose errors reach the caller as they were raised: Dask pickles an error with its
+    chain (``raise ... from None`` still keeps the GDAL error it replaced as its context), and
+    when that chain does not unpickle it sends ``Exception("InputError('...')")`` instead. Our
+    errors go without their chain; a read or write error as the OSError it is (the caller
+    reports it as a storage error, as in one process)."""
+    @functools.wraps(task)
+    def run(*args):
+        try:
+            return task(*args)
+        except MsttError as exc:
+            err = exc
+            err.__context__ = err.__cause__ = None
+        except IO_ERRORS as exc:
+            err = OSError(getattr(exc, "errno", None) or 0, first_line(exc))
+        raise err  # outside the except clauses: no context to carry
+
+    return run
+
+
+@sent_back
 def flow_task(spec: Spec, g: int, k: int) -> str:
     """Middle flows (4, H, W) of pair k -> k+1, band group g, as in the single-process run."""
     path = spec.flow_path(g, k)
@@ -225,6 +248,7 @@ class DiskFlows:
         raise ValueError(f"frames {a} and {b} are not neighbours")
 
 
+@sent_back
 def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     """The network on every tile touching ``region`` for window ``wi``; the blended region
     (outputs, bands, h, w) saved as a part (``compact_parts``). Returns (part, device, dtype,
@@ -264,6 +288,7 @@ def worker_job(spec: Spec, net, dev, dtype):
                stager=HostStager(dev, slots=2), flows=DiskFlows(spec), ensemble=spec.ensemble)
 
 
+@sent_back
 def assemble_task(spec: Spec, p: int, dest: str, parts: list, *after) -> str:
     """Output frame ``p`` as a GeoTIFF at ``dest`` (the run's temporary name) from the parts
     of its window: ``parts`` = [(region, part path)], values, masks and metadata as in the
