@@ -127,6 +127,8 @@ def test_resume_refuses_another_job_and_a_plain_run_starts_over(job, tmp_path):
     lines = []
     frames = run_stack(paths, tmp_path / "out", RunOptions(**settings), hooks=Hooks(log=lines.append))
     assert any("left by an interrupted run" in line and work.name in line for line in lines)
+    assert "note: the interrupted run had 2 finished part(s), removed now; run with --resume to reuse such " \
+           "parts next time" in lines
     assert not any(line.startswith("resume:") for line in lines)
     assert worst(frames, ref) <= DN and only_frames(tmp_path / "out", frames)
 
