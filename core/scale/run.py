@@ -62,7 +62,8 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
                               ensemble=options.ensemble, digest=parts.digest)
             start_network(client, plugin_name, weights, model, options, hooks)
             futures, regions = submit(client, spec, outs, block_tiles, hooks)
-            dev, dtype = wait_all(client, futures, regions, hooks, worker_wait=options.worker_wait)
+            dev, dtype = wait_all(client, futures, regions, hooks, worker_wait=options.worker_wait,
+                                  stop_file=spec.stop_path())
             report_regions(regions, outs, hooks)
             if hooks.progress is not None:
                 hooks.progress(0.999, "checking and writing")
@@ -141,6 +142,7 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     key = f"mstt-{outs.token}"
     for folder in ("flows", "parts"):
         (Path(spec.work) / folder).mkdir(exist_ok=True)  # a resumed run's work folder has them
+    spec.stop_path().unlink(missing_ok=True)  # left by the canceled run this one resumes
     hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {spec.tile} px in {len(blocks)} block(s); "
               f"{len(spec.plan)} time window(s); {len(spec.groups) * n_pairs} flow, "
               f"{len(blocks) * len(spec.plan)} network and {spec.info.n_outputs} assembly tasks"
@@ -164,7 +166,7 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
 
 
 def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S,
-             worker_wait: float = DEFAULT_WORKER_WAIT) -> tuple:
+             worker_wait: float = DEFAULT_WORKER_WAIT, stop_file=None) -> tuple:
     """Wait for every task, reporting progress and checking cancel every ``poll`` seconds (a
     cancel cancels the futures); the first task error is raised as it is, a lost cluster, or
     one without any worker for ``worker_wait`` seconds, as a clear MsttError. Returns the
@@ -203,10 +205,10 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = P
                 hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
         dev, dtype = task_result(regions[0])[1:3]
     except ClusterLost as exc:
-        cancel(client, futures)
+        cancel(client, futures, stop_file)
         raise MsttError(f"the Dask cluster went away before the run finished ({exc}); no output was written") from None
     except BaseException:
-        cancel(client, futures)
+        cancel(client, futures, stop_file)
         raise
     return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])
 
@@ -224,11 +226,17 @@ def task_result(fut):
         raise ClusterLost(str(exc).splitlines()[0]) from None
 
 
-def cancel(client, futures, wait_s: float = STOP_WAIT_S) -> None:
+def cancel(client, futures, stop_file=None, wait_s: float = STOP_WAIT_S) -> None:
     """Cancel the run's tasks on the cluster, if it is still there to hear it, and wait (up to
     ``wait_s``) until none of them still executes on a worker, so that none writes into the
-    work folder after the run has removed it."""
+    work folder after the run has removed it. ``stop_file`` (``Spec.stop_path``), made first,
+    tells running network tasks to stop at their next chunk of tiles."""
     keys = {f.key for f in futures}
+    if stop_file is not None:
+        try:
+            Path(stop_file).touch()
+        except OSError:  # the storage is gone: so is the work the tasks would write
+            pass
     try:
         client.cancel(futures)
         deadline = time.monotonic() + wait_s

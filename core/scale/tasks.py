@@ -30,7 +30,7 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..geo.read import read_frame
-from ..errors import MsttError
+from ..errors import Canceled, MsttError
 from ..geo.stack import IO_ERRORS, StackInfo, first_line, open_raster
 from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler
@@ -39,6 +39,9 @@ from ..run.flow import to_gray
 from ..run.preflight import flow_bytes
 from ..run.resume import part_finished, record_part
 from ..run.scene_flow import scene_flows
+
+
+STOP = "stop"  # in the work folder: the run was canceled (``Spec.stop_path``)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class Spec:
 
     def flow_path(self, g: int, k: int) -> Path:
         return Path(self.work) / "flows" / f"g{g}_p{k}.npy"
+
+    def stop_path(self) -> Path:
+        """Made by the caller when it cancels the run: a network task still running stops at
+        its next chunk of tiles instead of keeping its worker busy to the end (Dask's cancel
+        cannot stop a running task)."""
+        return Path(self.work) / STOP
 
     def part_path(self, wi: int, bi: int) -> Path:
         """Named by what it holds, so that a part in another representation (an earlier
@@ -269,6 +278,8 @@ def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     with StackReaders(spec.info) as readers:
         loaded = (load_tile(job, win, readers, tile) for tile in touching(grid, region))
         for chunk in batches(loaded, spec.per_forward):
+            if spec.stop_path().exists():
+                raise Canceled("the run was canceled")
             for (tile, _, _), hr in zip(chunk, forward_tiles(job, grid, wi, win, chunk)):
                 add_to_region(acc, grid, tile, hr, region)
     save_atomic(part, spec.scaler.from_unit(acc) if compact_parts(spec.scaler) else acc)
