@@ -8,6 +8,9 @@ stack (``raise_pending``). Only the main thread's commits need this: the signal 
 the main thread, so a commit on another thread (a batch on a cluster) is never cut by it. After
 the first signal, further ones are ignored while cleaning up.
 ``kill -9`` cannot be caught: the next run for the same outputs removes what it left.
+Inside an application (``qgis_process``), a signal it handles itself (QGIS cancels the
+algorithm on SIGINT) is left to it; the others (SIGTERM, which would end it at once, leaving the
+claim and the work folder) are taken here as on the command line.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ class SignalGuard:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
+                if signal.getsignal(sig) is None:  # a handler of the application (QGIS's for SIGINT): its own
+                    continue
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
