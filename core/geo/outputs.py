@@ -113,7 +113,7 @@ class OutputSet:
             if src is not None:
                 raise InputError(f"output {p} would replace the input {src}; choose another output folder or prefix")
         cut = self.cut_commit() if any(p.exists() for p in self.final) else None
-        if cut is not None and not self.resume:
+        if cut is not None and not self.resume and not self.overwrite:
             folder, here = cut
             raise InputError(f"output {self.final[min(here)]} already exists: a run was killed while it moved its "
                              f"frames into place ({len(here)} of {len(self.final)} moved; the rest are in "

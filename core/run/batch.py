@@ -1,15 +1,19 @@
 """``mstt-stvsr batch``: many stacks, each to its own output folder, as one job.
 
-Stacks are folders of frames (their rasters in name order; outputs to ``OUTDIR/<folder name>``)
-or the rows of a manifest: CSV with columns ``inputs,output`` (and optionally ``name``), where
-``inputs`` is a folder, a glob or ``;``-separated files, or JSON, a list of objects with the
-same keys (``inputs`` may be a list). Without ``--cluster`` the stacks run one after the other
-in this process; with it they run together on one Dask cluster (each split into tasks). A
-stack that fails reports its error and the others go on; a summary ends the run, and the exit
-status is 1 when any stack failed.
+Stacks are folders of frames (every format ``run`` reads, hidden and system files skipped, in
+natural number order: ``geo.frames``; outputs to ``OUTDIR/<folder name>``) or the rows of a
+manifest: CSV with columns ``inputs,output`` (and optionally ``name``), where ``inputs`` is a
+folder, a glob or ``;``-separated files, or JSON, a list of objects with the same keys
+(``inputs`` may be a list); every path in a manifest is relative to the manifest. Before any
+work, stacks that would write the same frames, or into their own input folder, are refused.
+Without ``--cluster`` the stacks run one after the other in this process; with it they run
+together on one Dask cluster (each split into tasks). A stack that fails reports its error and
+the others go on; a summary ends the run, and the exit status is 1 when any stack failed. A
+signal stops the stacks in progress at once and says which stacks were finished.
 
 With ``--resume``, a batch run again after it was killed skips the stacks whose frames are all
-there and resumes the ones it was in the middle of (each from its own work folder).
+there and were made by this very job (the fingerprint ``run --resume`` checks, recorded in every
+frame), and resumes the ones it was in the middle of (each from its own work folder).
 """
 from __future__ import annotations
 
