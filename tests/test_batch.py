@@ -161,7 +161,12 @@ def test_a_missing_folder_and_an_output_in_the_input_folder_are_one_line(tmp_pat
     (tmp_path / "list.csv").write_text("inputs,output\nin/a,in/a\n")
     code, err = batch(capsys, "--manifest", tmp_path / "list.csv", "--weights", weights, *FAST)
     assert code == 2 and "is its input folder" in one_error(err)
+    write_stack(tmp_path / "in" / "b", n=2, h=16, w=16, seed=1)
+    (tmp_path / "list.csv").write_text("inputs,output\nin/a,out/a\nin/b,in/a\n")
+    code, err = batch(capsys, "--manifest", tmp_path / "list.csv", "--weights", weights, *FAST)
+    assert code == 2 and "stack 2" in one_error(err) and "is the input folder of stack a" in err
     assert sorted(p.name for p in (tmp_path / "in" / "a").iterdir()) == ["frame_00.tif", "frame_01.tif"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_frame_names_that_are_not_utf8_are_one_line(tmp_path, weights, capsys):

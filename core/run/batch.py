@@ -162,13 +162,17 @@ def check_outputs(stacks: list, prefix=None) -> None:
     """Before any work: no two stacks may write the same frames (the second would replace the
     first one's and remove its later frames), and no stack may write into its own input folder
     (its outputs would be taken as frames by the next batch)."""
-    seen = {}
+    seen, read_from = {}, {}
+    for s in stacks:
+        for folder in (os.path.realpath(Path(p).parent) for p in s.inputs):
+            read_from.setdefault(folder, s)
     for s in stacks:
         out = os.path.realpath(s.output)
-        for folder in dict.fromkeys(os.path.realpath(Path(p).parent) for p in s.inputs):
-            if folder == out:
-                raise InputError(f"stack {label(s)}: its output folder {s.output} is its input folder; the outputs "
-                                 "would be taken as frames by the next run. Give another output folder")
+        if out in read_from:
+            other = read_from[out]
+            whose = "its input folder" if other is s else f"the input folder of stack {label(other)}"
+            raise InputError(f"stack {label(s)}: its output folder {s.output} is {whose}; the outputs "
+                             "would be taken as frames by the next run. Give another output folder")
         if not s.inputs:
             continue  # fails on its own, with its own message
         key = (out, prefix or common_prefix([Path(p).stem for p in s.inputs]))
