@@ -134,9 +134,10 @@ def frames_on_disk(out) -> int:
 
 
 def stopped_batch(argv, out, started, sig=signal.SIGTERM):
-    """A CLI batch sent ``sig`` as soon as ``started(out)``; (status, stderr)."""
+    """A CLI batch sent ``sig`` as soon as ``started(out)``; (status, stderr). SIGINT goes to
+    the whole process group, local Dask workers included, as Ctrl-C in a terminal does."""
     proc = subprocess.Popen(cli("batch", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env())
+                            env=cli_env(), start_new_session=True)
     end = time.monotonic() + LIMIT
     while not started(out):
         if proc.poll() is not None or time.monotonic() > end:
@@ -144,7 +145,10 @@ def stopped_batch(argv, out, started, sig=signal.SIGTERM):
             pytest.fail(f"the batch ended (status {proc.returncode}) before it was stopped: "
                         f"{proc.communicate()[1][-3000:]}")
         time.sleep(0.02)
-    proc.send_signal(sig)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=LIMIT)
     except subprocess.TimeoutExpired:

@@ -124,6 +124,26 @@ def same_python(candidate: str) -> bool:
 
 
 @contextlib.contextmanager
+def interrupts_ignored():
+    """SIGINT ignored while local workers are started, so that they inherit that (an ignored
+    signal stays ignored across exec, and Python then installs no KeyboardInterrupt handler):
+    Ctrl-C in a terminal reaches every process of the group, and the workers would each print a
+    KeyboardInterrupt traceback; this process stops them itself. A Ctrl-C while they start is
+    lost (press it again)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def connect(address: str, timeout: float = 30):
     """A ``distributed.Client`` for ``address``, closed (and a local cluster stopped) on exit."""
     kind, where = parse_address(address)
@@ -136,8 +156,9 @@ def connect(address: str, timeout: float = 30):
             if python != sys.executable:
                 multiprocessing.set_executable(python)  # the spawn context starts the workers
             # silence_logs: Dask's warnings about tasks it canceled are not the user's business
-            cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
+            with interrupts_ignored():
+                cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
             client = Client(cluster, timeout=timeout)
         else:
             check_scheduler(where)
