@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ..errors import Interrupted
 from . import resume
 
 
@@ -42,12 +43,27 @@ def job(outs, fingerprint: dict, options, hooks, info):
             hooks.say(line)
         yield finish_cut_commit(outs, info, hooks) if outs.cut is not None else None
     except BaseException as exc:
+        signal = signal_behind(exc)
         err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
+        if signal is not None and signal is not exc:
+            raise signal from None
         if err is not None:
             raise err from None
         raise
     finally:
         outs.close()
+
+
+def signal_behind(exc: BaseException):
+    """The ``Interrupted`` a library replaced with its own error (the signal came while rasterio
+    was inside a ``try: ... except: raise TypeError(...)``): the run stopped for the signal."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def finish_cut_commit(outs, info, hooks) -> list:
