@@ -155,10 +155,11 @@ def connect(address: str, timeout: float = 30):
             python = worker_python()
             if python != sys.executable:
                 multiprocessing.set_executable(python)  # the spawn context starts the workers
-            # silence_logs: Dask's warnings about tasks it canceled are not the user's business
+            # silence_logs: Dask's own log lines (tasks it canceled, a task of a canceled run that found
+            # its work folder gone) are not the user's business: the run reports every error itself
             with interrupts_ignored():
                 cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
+                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.CRITICAL)
             client = Client(cluster, timeout=timeout)
         else:
             check_scheduler(where)
