@@ -29,6 +29,6 @@ class StorageError(MsttError, OSError):
 class Interrupted(Canceled):
     """A signal (SIGTERM, SIGHUP, SIGINT) stopped the run; its temporary files have been removed."""
 
-    def __init__(self, signum: int, name: str):
-        super().__init__(f"interrupted by {name}; no output was written")
-        self.signum = signum
+    def __init__(self, signum: int, name: str, written: str = "no output was written"):
+        super().__init__(f"interrupted by {name}; {written}")
+        self.signum, self.name = signum, name

@@ -177,6 +177,7 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
         from ..core.geo.times import output_times
         from ..core.run.options import RunOptions
         from ..core.run.pipeline import Hooks, run_stack, validate_stack
+        from ..core.run.signals import SignalGuard
 
         try:
             options = RunOptions(weights=weights, tile_size=tile, overlap=overlap, device=device,
@@ -185,13 +186,16 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
                                  ensemble=self.parameterAsBoolean(parameters, self.ENSEMBLE, context),
                                  resume=self.parameterAsBoolean(parameters, self.RESUME, context))
             info = validate_stack(inputs, options, out_dir=out_dir)
-            hooks = Hooks(**self._reporting(feedback))
-            if cluster:  # Dask only when asked for (core.scale names what to install if it is missing)
-                from ..core.scale.run import run_with_cluster
+            # qgis_process runs this in its main thread: SIGTERM (a batch system, `kill`) would end it
+            # at once, leaving the claim and the work folder; the guard makes it a clean stop
+            with SignalGuard() as guard:
+                hooks = Hooks(**self._reporting(feedback), critical=guard.critical)
+                if cluster:  # Dask only when asked for (core.scale names what to install if it is missing)
+                    from ..core.scale.run import run_with_cluster
 
-                outputs = run_with_cluster(cluster, inputs, out_dir, options, hooks=hooks)
-            else:
-                outputs = run_stack(inputs, out_dir, options, hooks=hooks)
+                    outputs = run_with_cluster(cluster, inputs, out_dir, options, hooks=hooks)
+                else:
+                    outputs = run_stack(inputs, out_dir, options, hooks=hooks)
         except MsttError as err:
             raise QgsProcessingException(processing_message(err, self)) from None
         feedback.pushInfo(f"elapsed: {time.perf_counter() - t0:.1f} s for {len(outputs)} frames")

@@ -61,8 +61,29 @@ class Outcome:
     def summary(self, folder) -> str:
         parts = ", ".join(f"{name} {v.get('version', '?')}" for name, v in self.versions.items())
         head = (f"installed into {folder}: {', '.join(self.installed)}" if self.changed
-                else f"already installed in {folder}, nothing to do")
+                else f"already installed{self._where(folder)}, nothing to do")
         return f"{head}. Versions in use: {parts}." + (" Restart QGIS to use them." if self.restart else "")
+
+
+    def _where(self, folder) -> str:
+        """Where the engine's own packages were found: the folder, or (torch from the system,
+        a conda environment) elsewhere, then named, not the folder, which may not even exist."""
+        inside, outside = [], {}
+        for name in ENGINE_PACKAGES:
+            file = (self.versions.get(name) or {}).get("file")
+            if not file:
+                continue
+            if Path(file).is_relative_to(Path(folder)):
+                inside.append(name)
+            else:
+                outside.setdefault(str(Path(file).parent.parent), []).append(name)
+        if not outside:
+            return f" in {folder}"
+        places = "; ".join(f"{', '.join(names)} in {place}" for place, names in outside.items())
+        return f" ({places}" + (f"; {', '.join(inside)} in {folder})" if inside else ")")
+
+
+ENGINE_PACKAGES = ("torch", "safetensors", "dask", "distributed")  # what the installer puts in the folder
 
 
 def engine_modules(request: Request) -> list:

@@ -22,16 +22,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def dask_cluster(n_workers: int, log_dir: Path):
+def dask_cluster(n_workers: int, log_dir: Path, cwd=None):
     """(scheduler address, scheduler process, worker processes): one scheduler, ``n_workers`` single-thread workers
-    without a nanny (a killed worker stays dead), all stopped on exit."""
+    without a nanny (a killed worker stays dead), all stopped on exit; started in ``cwd`` (as on
+    another machine, where the caller's relative paths mean nothing)."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))  # workers unpickle test helpers too
     procs = []
 
     def start(args, name):
         log = open(log_dir / f"{name}.log", "w")
-        procs.append(subprocess.Popen([str(DASK), *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([str(DASK), *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd))
         log.close()
 
     try:
@@ -82,3 +83,14 @@ class KillClusterAfterFirstNetworkTask(WorkerPlugin):
         if finish == "memory" and "-net-" in name:
             os.kill(self.scheduler_pid, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RemoveAtFirstTask(WorkerPlugin):
+    """A frame gone from the shared storage mid-run: removed as the worker starts its first task."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and os.path.exists(self.path):
+            os.remove(self.path)

@@ -301,6 +301,39 @@ def test_cancel_cancels_the_tasks_and_leaves_nothing(scene, tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_a_canceled_run_stops_its_running_network_task(scene, tmp_path, monkeypatch):
+    """Dask cannot stop a task that runs: the canceled run's network task stops at its next
+    chunk of tiles (the stop marker) instead of keeping its worker busy to the end. The first
+    tile's forward waits until the run has been canceled, so the task is running then."""
+    import glob
+    import time
+
+    from distributed import Client
+
+    from mstt_stvsr.core.errors import Canceled
+    from mstt_stvsr.core.run import pipeline
+    from mstt_stvsr.core.run.pipeline import Hooks
+
+    paths, _ = scene
+    forward, calls = pipeline.forward_tiles, []
+
+    def counted(*args):
+        calls.append(1)
+        if len(calls) == 1:  # the run is canceled now; wait (at most 20 s) until it says so
+            end = time.monotonic() + 20
+            while not glob.glob(str(tmp_path / "out" / ".mstt-*" / tasks.STOP)) and time.monotonic() < end:
+                time.sleep(0.05)
+        return forward(*args)
+
+    monkeypatch.setattr(pipeline, "forward_tiles", counted)  # the in-process worker shares this module
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        with pytest.raises(Canceled):
+            run_stack_cluster(paths, tmp_path / "out", OPTIONS, client, model=tiny_mstt(), block_tiles=4,
+                              hooks=Hooks(is_canceled=lambda: bool(calls)))
+    assert len(calls) == 1  # of the 4 tiles of its block
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_without_dask_the_cluster_option_names_what_to_install():
     import subprocess
     import sys

@@ -287,3 +287,17 @@ def test_qgis_python_is_looked_for_where_each_platform_keeps_it():
     found = find_python("Linux")  # this test runs in a Python: itself, same version
     assert subprocess.run([found, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
                           text=True).stdout.strip() == str(sys.version_info[:2])
+
+
+def test_already_installed_elsewhere_names_where_not_a_missing_folder(tmp_path):
+    """torch importable from QGIS's Python itself (here: the venv), the dependency folder not
+    even made: 'nothing to do' names where the packages are, not the folder."""
+    from mstt_stvsr.mstt_qgis.install_plan import Request
+    from mstt_stvsr.mstt_qgis.installer import install
+
+    folder = tmp_path / "deps"
+    outcome = install(Request(), folder, python=sys.executable)
+    said = outcome.summary(folder)
+    assert not outcome.changed and not folder.exists()
+    assert f"in {folder}" not in said
+    assert said.startswith("already installed (torch, safetensors in ") and ", nothing to do." in said, said

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from qgis_fixtures import (
-    ALG, QGIS_PROCESS_BIN, REPO, VENV, headless_env, json_result, require_qgis_process, run_qgis_process,
+    ALG, QGIS_PROCESS, QGIS_PROCESS_BIN, REPO, VENV, headless_env, json_result, require_qgis_process, run_qgis_process,
 )
 
 pytestmark = pytest.mark.qgis
@@ -188,3 +188,32 @@ def test_windows_and_ensemble_options(env, tmp_path, small_stack, tiny_weights):
     ensembled = sorted((tmp_path / "e").glob("*.tif"))
     assert len(plain) == len(ensembled) == 2 * len(small_stack) - 1
     assert not all(_frames_equal(a, b) for a, b in zip(plain, ensembled))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_qgis_process_cleanly(env, tmp_path, tiny_weights, sig):
+    """SIGTERM (a batch system, ``kill``) used to end qgis_process at once, leaving the claim
+    and the hidden work folder behind: now the run stops as on the command line, says so, and
+    leaves nothing."""
+    import signal
+    import time
+
+    from mishaps import writing
+    from stackgen import write_stack
+
+    paths = write_stack(tmp_path / "in", n=8, h=96, w=320)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(QGIS_PROCESS), "run", ALG, "--", *[f"INPUT={p}" for p in paths],
+                             f"WEIGHTS={tiny_weights}", "TILE_SIZE=80", "DEVICE=cpu", f"OUTPUT={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO))
+    end = time.monotonic() + 240
+    while not writing(out):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"the run ended (status {proc.returncode}) before it was writing: {proc.communicate()[0][-3000:]}")
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, sig))
+    said, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 1, (proc.returncode, said[-3000:])
+    assert f"interrupted by {sig}; no output was written" in said
+    assert not out.exists() or not list(out.iterdir()), list(out.iterdir())

@@ -127,6 +127,8 @@ def test_resume_refuses_another_job_and_a_plain_run_starts_over(job, tmp_path):
     lines = []
     frames = run_stack(paths, tmp_path / "out", RunOptions(**settings), hooks=Hooks(log=lines.append))
     assert any("left by an interrupted run" in line and work.name in line for line in lines)
+    assert "note: the interrupted run had 2 finished part(s), removed now; run with --resume to reuse such " \
+           "parts next time" in lines
     assert not any(line.startswith("resume:") for line in lines)
     assert worst(frames, ref) <= DN and only_frames(tmp_path / "out", frames)
 
@@ -143,7 +145,11 @@ def test_a_damaged_part_is_computed_again(job, tmp_path):
     assert worst(frames, ref) <= DN
 
 
-def test_changed_input_is_not_resumed(job, tmp_path):
+@pytest.mark.parametrize("how", ["mtime", "rewritten"])
+def test_changed_input_is_not_resumed(job, tmp_path, how):
+    """The same bytes with another modification time (not provably the same), or other pixels
+    written into a frame in place (same size) with its modification time set back as
+    ``touch -r`` does: the windows computed from the old pixels are not reused."""
     paths, weights, _ = job
     settings = dict(weights=weights, **SETTINGS)
     copies = [str(tmp_path / os.path.basename(p)) for p in paths]
@@ -151,7 +157,15 @@ def test_changed_input_is_not_resumed(job, tmp_path):
         with open(src, "rb") as f, open(dst, "wb") as g:
             g.write(f.read())
     killed_run(copies, tmp_path / "out", settings)
-    os.utime(copies[2], ns=(0, 0))  # the same bytes, another modification time: not provably the same
+    before = os.stat(copies[2])
+    if how == "mtime":
+        os.utime(copies[2], ns=(0, 0))
+    else:
+        with rasterio.open(copies[2], "r+") as ds:
+            ds.write(255 - ds.read())
+        os.utime(copies[2], ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(copies[2])
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     with pytest.raises(InputError, match=r"input .*frame_02\.tif changed since"):
         resumed(copies, tmp_path / "out", settings)
 
@@ -198,7 +212,7 @@ def test_batch_resume_skips_finished_stacks_and_resumes_the_interrupted_one(job,
                      "--tile-size", "80", "--overlap", "16", "--device", "cpu", "--windows", "central", "--resume"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "[a] finished by an earlier run: its 3 frames are there" in err
+    assert "[a] finished by an earlier run of this job: its 3 frames are there" in err
     assert f"[{second.name}] resume: 2 of 4 time window(s) reused, 2 to compute" in err
     assert "batch: 2 stacks, 2 done, 0 failed" in err
     assert os.stat(done_before[0]).st_mtime_ns == stamp  # not written again
@@ -224,3 +238,43 @@ def test_resume_check_catches_windows_from_another_job(job, tmp_path, monkeypatc
     frames, lines, ran = resumed(paths, tmp_path / "out", dict(weights=weights, **SETTINGS))
     assert ran == {3, 4}
     assert worst(frames, ref) > DN
+
+
+# Runs a stack in a child process that SIGKILLs itself once ``after`` frames were moved into
+# place by the commit (a power cut halfway through the renames).
+KILL_IN_COMMIT = """
+import json, os, signal, sys
+from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.pipeline import run_stack
+paths, out, settings, after = json.loads(sys.argv[1])
+replace, moved = os.replace, []
+def replacing(src, dst):
+    replace(src, dst)
+    if str(src).endswith(".tif.part"):
+        moved.append(dst)
+        if len(moved) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replacing
+run_stack(paths, out, RunOptions(**settings))
+"""
+
+
+def test_a_commit_cut_short_is_explained_and_finished_by_resume(job, tmp_path):
+    """Killed after 3 of its 9 frames were moved into place: a plain run says so (not just
+    'already exists'), and --resume moves the other 6 (checked) without computing anything."""
+    paths, weights, ref = job
+    settings = dict(weights=weights, **SETTINGS)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", KILL_IN_COMMIT, json.dumps([paths, str(out), settings, 3])],
+                          capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert len(list(out.glob("*.tif"))) == 3 and len(list(out.glob(".mstt-*.partial"))) == 1
+    args = ["run", *paths, "-o", str(out), "--weights", weights, "--tile-size", "80", "--device", "cpu",
+            "--windows", "central", "-q"]
+    res = subprocess.run(cli(*args), capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "a run was killed while it moved its frames into place (3 of 9 moved" in res.stderr
+    assert "--resume to finish moving them" in res.stderr
+    frames, lines, ran = resumed(paths, out, settings)
+    assert ran == set() and any("finished the interrupted run's commit: 6 frame(s) moved" in ln for ln in lines)
+    assert worst(frames, ref) <= DN and only_frames(out, frames)

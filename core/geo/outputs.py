@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .claim import Claim
-from .stack import StackInfo
-from .write import written_index
+from .stack import StackInfo, check_utf8
+from .write import written_index, written_tag
 
 HIDDEN = ".mstt-"  # the start of every name a run keeps in the output folder besides the frames
 PART = ".part"  # a file being written (never ``.tif``: nothing may take it for a frame)
@@ -71,7 +71,8 @@ class OutputSet:
     ``inputs``: files this run reads, which no output may replace. ``notes``: what ``prepare``
     and ``commit`` found and did (leftovers removed, earlier frames removed), for the log."""
 
-    def __init__(self, out_dir, names, overwrite: bool = False, *, prefix: str | None = None, inputs=()):
+    def __init__(self, out_dir, names, overwrite: bool = False, *, prefix: str | None = None, inputs=(),
+                 resume: bool = False):
         self.out_dir = Path(out_dir)
         self.names = list(names)
         self.overwrite = overwrite
@@ -87,6 +88,8 @@ class OutputSet:
         self.notes: list = []
         self.resumed: Path | None = None  # the interrupted run's work folder this run took over
         self.kept = False  # the work folder stays for a later --resume (``keep``)
+        self.resume = resume  # --resume: an interrupted commit of these outputs is finished (``cut_commit``)
+        self.cut: set | None = None  # outputs an interrupted commit had moved into place, when finishing it
 
     @staticmethod
     def _key(prefix: str) -> str:
@@ -101,6 +104,7 @@ class OutputSet:
         without ``overwrite``."""
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"output folder {self.out_dir} is a file")
+        check_utf8(self.final[0] if self.final else self.out_dir, "output ")
         too_long = next((n for n in self.names if len(n.encode()) > NAME_MAX), None)
         if too_long:
             raise InputError(f"output name {too_long} is longer than {NAME_MAX} bytes; give a shorter prefix")
@@ -108,7 +112,14 @@ class OutputSet:
             src = self._input_at(p)
             if src is not None:
                 raise InputError(f"output {p} would replace the input {src}; choose another output folder or prefix")
-        if not self.overwrite:
+        cut = self.cut_commit() if any(p.exists() for p in self.final) else None
+        if cut is not None and not self.resume and not self.overwrite:
+            folder, here = cut
+            raise InputError(f"output {self.final[min(here)]} already exists: a run was killed while it moved its "
+                             f"frames into place ({len(here)} of {len(self.final)} moved; the rest are in "
+                             f"{folder.name}). Run again with --resume to finish moving them, or with --overwrite "
+                             "to start over")
+        if not self.overwrite and cut is None:
             existing = [p for p in self.final if p.exists()]
             if existing:
                 more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -117,6 +128,24 @@ class OutputSet:
             for p in self.final:
                 if p.exists() and p.is_dir():
                     raise InputError(f"output {p} is a folder")
+
+    def cut_commit(self) -> tuple | None:
+        """(work folder, indices of the outputs in place) when some of these outputs are in
+        place and are those of a run killed while it moved its frames into place: tagged with
+        the token of a work folder left here (``MSTT_RUN``) that holds the rest, each checked
+        whole before the commit began. None otherwise (a complete sequence is not cut)."""
+        here = {i for i, p in enumerate(self.final) if p.is_file()}
+        if not here or len(here) == len(self.final):
+            return None
+        for folder in self._leftovers():
+            if not (folder.is_dir() and folder.name.endswith(".partial")):
+                continue
+            token = folder.name[: -len(".partial")].rsplit(".", 1)[-1]
+            rest = [i for i in range(len(self.final)) if i not in here]
+            if all((folder / (self.names[i] + PART)).is_file() for i in rest) and \
+                    all(written_tag(self.final[i], "MSTT_RUN") == token for i in here):
+                return folder, here
+        return None
 
     def _input_at(self, path: Path) -> str | None:
         """The input (or a file an input reads, e.g. a VRT's source) that ``path`` is, if any."""
@@ -144,14 +173,24 @@ class OutputSet:
         try:
             stale = self.claim.acquire()
             self.check_existing()  # another run may have finished these outputs meanwhile
-            taken = resume([p for p in self._leftovers() if p.is_dir()]) if resume else None
+            cut = self.cut_commit() if resume else None
+            if cut is not None:  # only the run whose commit was cut may finish it, if it is this job
+                taken = resume([cut[0]])
+                if taken is None:
+                    raise InputError(f"cannot finish the interrupted commit in {cut[0]}: it records no job to "
+                                     "compare with this one. Run with --overwrite to start over")
+                self.cut = cut[1]
+            else:
+                taken = resume([p for p in self._leftovers() if p.is_dir()]) if resume else None
             self._clear_leftovers(stale, keep=taken)
             if taken is None:
                 self.work.mkdir()
             else:
                 os.rename(taken, self.work)  # same folder: atomic; the claim names this work folder
                 self.resumed = taken
-                self.notes.append(f"note: resuming the interrupted run in {taken.name}{self._who(stale)}")
+                self.notes.append(f"note: finishing the commit of the interrupted run in {taken.name}{self._who(stale)}"
+                                  f": {len(self.cut)} of {len(self.final)} frames were in place" if self.cut is not None
+                                  else f"note: resuming the interrupted run in {taken.name}{self._who(stale)}")
         except BaseException as exc:
             self.discard()  # releases only a claim it holds, removes only the folders it made
             if isinstance(exc, OSError) and not isinstance(exc, InputError):
@@ -207,7 +246,9 @@ class OutputSet:
         """Rename every file into place (same folder, so each rename is atomic), with its GDAL
         side files; then, with ``overwrite``, remove later frames of an earlier run of the same
         sequence, so the folder holds one consistent sequence. Returns the final paths."""
-        for tmp, final in zip(self.temp, self.final):
+        for i, (tmp, final) in enumerate(zip(self.temp, self.final)):
+            if self.cut is not None and i in self.cut:
+                continue  # moved by the interrupted commit this run finishes
             for side in SIDECARS:  # a replaced frame's side files would describe the old one
                 Path(str(final) + side).unlink(missing_ok=True)
             os.replace(tmp, final)

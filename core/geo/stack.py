@@ -50,8 +50,22 @@ TIME_KEYS = (
 ACQUISITION_KEYS = ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "ACQUISITION_TIME")
 
 
+def check_utf8(path, what: str = "") -> None:
+    """GDAL (through rasterio) takes file names as UTF-8: a name in another encoding (Latin-1
+    bytes from an old archive, which Python keeps as surrogates) cannot be opened or written;
+    refused naming it, with the way out."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InputError(f"{what}{shown}: the name is not valid UTF-8 (an old archive's encoding, such as Latin-1), "
+                         "which GDAL cannot use; give it a UTF-8 name (convmv -f latin1 -t utf-8 --notest renames files)") \
+            from None
+
+
 def open_raster(path):
     """rasterio.open with errors a user can read; georeferencing warnings silenced (we check)."""
+    check_utf8(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
@@ -164,6 +178,8 @@ def read_stack_info(paths, times=None) -> StackInfo:
     """Open every frame and check they form one stack; raise InputError naming the first
     file that differs from the first frame, and how."""
     paths = [str(p) for p in paths]
+    for p in paths:
+        check_utf8(p)
     if len(paths) < 2:
         raise InputError(f"at least 2 frames are needed, got {len(paths)}"
                          + (f" ({paths[0]})" if paths else ""))

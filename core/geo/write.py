@@ -81,13 +81,22 @@ def add_tags(path, tags: dict) -> None:
 
 def written_index(path) -> int | None:
     """The output index a file's tags say mstt-stvsr wrote it as; None for any other file."""
+    value = written_tag(path, "MSTT_OUTPUT_INDEX")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def written_tag(path, key: str) -> str | None:
+    """Tag ``key`` of a file mstt-stvsr may have written (e.g. ``MSTT_RUN``, the run's token);
+    None when it is not there or the file is no raster."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(str(path)) as ds:
-                value = ds.tags().get("MSTT_OUTPUT_INDEX")
-        return int(value) if value is not None else None
-    except (rasterio.errors.RasterioError, ValueError):
+                return ds.tags().get(key)
+    except (rasterio.errors.RasterioError, ValueError, UnicodeEncodeError):
         return None
 
 

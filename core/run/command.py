@@ -7,7 +7,7 @@ import argparse
 import sys
 import warnings
 
-from .options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES, RunOptions
+from .options import DEFAULT_WINDOWS, DEFAULT_WORKER_WAIT, DEVICES, PRECISIONS, WINDOW_MODES, RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     add("--cluster", metavar="ADDRESS",
         help="run on a Dask cluster: local:N (N worker processes here) or a scheduler address (tcp://host:8786); "
              "needs dask and distributed")
+    add("--worker-wait", type=float, default=DEFAULT_WORKER_WAIT, metavar="S",
+        help=f"with --cluster: fail when no Dask worker is connected for S seconds (default {DEFAULT_WORKER_WAIT})")
     add("-q", "--quiet", action="store_true", help="no progress bar or messages")
 
 
@@ -55,7 +57,7 @@ def options_from_args(args) -> RunOptions:
                       precision=args.precision, times=args.times, prefix=args.prefix, overwrite=args.overwrite,
                       cog=args.cog, threads=args.threads, tiles_per_forward=args.tiles_per_forward,
                       compile=args.compile, windows=args.windows, ensemble=args.ensemble,
-                      resume=args.resume)
+                      resume=args.resume, worker_wait=args.worker_wait)
 
 
 def main(args) -> int:

@@ -4,10 +4,13 @@ whole (``geo.verify``), then the commit that renames them all.
 Provenance makes an output answer "what made me?" on its own: the software version, the
 weights (file name, SHA-256, network variant), the run, the tiling and precision, and the time
 window and position in it that made this frame (``MSTT_FRAME`` already says whether the frame
-is an input super-resolved or a new, synthesised one)."""
+is an input super-resolved or a new, synthesised one), and the job's fingerprint
+(``MSTT_JOB``, ``run.resume``), so that ``batch --resume`` skips a stack only when its frames
+were made by this very job."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ from ..geo.write import add_tags, kept_nbits, to_cog
 from ..checksum import file_sha256
 from . import device
 
+JOB_TAG = "MSTT_JOB"  # the job's fingerprint in every frame
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -30,11 +35,12 @@ class RunRecord:
     plan: tuple
     variant: str
     tiling: str
+    job: dict | None = None  # the fingerprint (run.resume), with the tile the run used
 
 
-def run_record(info: StackInfo, plan, net, tile: int, overlap: int, dtype, dev) -> RunRecord:
+def run_record(info: StackInfo, plan, net, tile: int, overlap: int, dtype, dev, job: dict | None = None) -> RunRecord:
     return RunRecord(info, tuple(plan), str(getattr(net, "variant", "")),
-                     f"{tile} px tiles, overlap {overlap} px, {device.precision_name(dtype)} on {dev.type}")
+                     f"{tile} px tiles, overlap {overlap} px, {device.precision_name(dtype)} on {dev.type}", job)
 
 
 def provenance_tags(record: RunRecord, weights, run_id: str) -> list:
@@ -48,6 +54,8 @@ def provenance_tags(record: RunRecord, weights, run_id: str) -> list:
     }
     if weights:
         common["MSTT_WEIGHTS_SHA256"] = file_sha256(weights)
+    if record.job is not None:
+        common[JOB_TAG] = json.dumps(record.job, sort_keys=True)
     tags = [dict(common) for _ in range(record.info.n_outputs)]
     for wi, win in enumerate(record.plan):
         frames = ",".join(str(f) for f in win.frames)
@@ -74,3 +82,12 @@ def finish(record: RunRecord, outs: OutputSet, cog: bool, weights, critical=None
         verify_output(tmp, name, expect)
     with (critical or contextlib.nullcontext)():
         return outs.commit()
+
+
+def commit(record: RunRecord, outs: OutputSet, options, weights, hooks) -> list:
+    """The last step of either engine: ``finish``, with what the commit did said in the log."""
+    seen = len(outs.notes)
+    paths = finish(record, outs, options.cog, weights, hooks.critical)
+    for line in outs.notes[seen:]:
+        hooks.say(line)
+    return paths

@@ -17,6 +17,9 @@ DEVICES = ("auto", "cpu", "cuda")
 WINDOW_MODES = ("fast", "central")
 DEFAULT_WINDOWS = "fast"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Seconds a run on a Dask cluster waits while no worker is connected (a worker restarted by a
+# supervisor comes back within this) before it fails saying so, instead of waiting for ever.
+DEFAULT_WORKER_WAIT = 300
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class RunOptions:
     windows: str = DEFAULT_WINDOWS
     ensemble: bool = False  # the 8 flips/rotations of each window, averaged (8x the cost)
     resume: bool = False  # reuse what an interrupted run of these outputs finished (core.run.resume)
+    worker_wait: float = DEFAULT_WORKER_WAIT  # on a Dask cluster: seconds without any worker before failing
 
     def check(self) -> None:
         """Raise InputError for a value no run could use (the machine is not consulted)."""
@@ -53,6 +57,9 @@ class RunOptions:
         _count(self.margin, "margin", "0 or more pixels", minimum=0)
         _count(self.tiles_per_forward, "tiles per forward", "a positive number", minimum=1)
         _count(self.threads, "threads", "a positive number", minimum=1)
+        if isinstance(self.worker_wait, bool) or not isinstance(self.worker_wait, (int, float)) \
+                or not self.worker_wait > 0:
+            raise InputError(f"worker wait must be a positive number of seconds, got {self.worker_wait!r}")
         if self.windows not in WINDOW_MODES:
             raise InputError(f"unknown window plan {self.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
         _file_name(self.prefix, "prefix")

@@ -37,9 +37,9 @@ from ..geo.write import block_writer, create_output, frame_tags, output_profile,
 from ..net.spec import MULTIPLE, SCALE
 from ..net.weights import load_model
 from . import compile as compiling
-from . import cost, device, preflight, resume
+from . import cost, device, lifecycle, preflight, resume
 from .ensemble import ensemble_forward
-from .finish import finish, run_record
+from .finish import commit, run_record
 from .options import RunOptions
 from .progress import Clock, Progress
 from .scene_flow import FLOW_COST, FlowStore, FlowWorker, tile_flows
@@ -149,57 +149,57 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     hooks = hooks or Hooks()
     t_start = time.perf_counter()
     options.check()
-    dev = device.resolve_device(options.device)
-    dtype = device.resolve_precision(options.precision, dev)
+    dev, dtype, known, pixels = job_pixels(options)
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
-    # the tile is known now unless it is fitted to GPU memory (then it is checked once chosen)
-    known = device.round_tile(options.tile_size) if options.tile_size else \
-        device.default_tile_size(dev) if dev.type != "cuda" else None
     preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
     space = preflight.check_space(info, outs.out_dir, options.cog,
                                   work=preflight.flows_on_disk(info, len(band_groups(len(info.color_bands)))))
     was_training, job = model.training, None
-    fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
-        options, known, dev.type, device.precision_name(dtype)))
+    fingerprint = resume.fingerprint(info, weights, model, pixels)
     try:
         # claims the outputs; clears what an interrupted run of them left, or takes it over
-        outs.prepare(resume.chooser(fingerprint) if options.resume else None)
-        for line in outs.notes:
-            hooks.say(line)
-        if outs.resumed is not None and not options.tile_size:  # the tile the interrupted run fitted
-            options = replace(options, tile_size=resume.read_job(outs.work)["tile"])
-        job = plan_job(info, outs, model, dev, dtype, options, hooks)
-        job.parts = resume.Parts(outs.work, {**fingerprint, "tile": job.tile})
-        job.parts.begin()
-        job.finished = resume.reusable_windows(job.parts, outs, job.plan, hooks.say)
-        start_flows(job, resume.pairs_needed(job.plan, job.finished))
-        for line in space:
-            hooks.say(line)
-        preflight.check_overlap(options.overlap, job.tile, chosen=not options.tile_size)
-        hooks.say(preflight.work_estimate(len(job.plan) - len(job.finished), job.grid(), len(job.groups),
-                                          device.model_width(job.net), job.dev, device.precision_name(job.dtype),
-                                          torch.get_num_threads()))
-        run_windows(job, hooks)
-        job.tracker.message("checking and writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
-        seen = len(outs.notes)
-        with job.clock("write"):
-            record = run_record(info, job.plan, job.net, job.tile, job.grid().overlap, job.dtype, job.dev)
-            paths = finish(record, outs, options.cog, weights, hooks.critical)
-        for line in outs.notes[seen:]:
-            hooks.say(line)
+        with lifecycle.job(outs, fingerprint, options, hooks, info) as committed:
+            if committed is not None:
+                return committed
+            try:
+                if outs.resumed is not None and not options.tile_size:  # the tile the interrupted run fitted
+                    options = replace(options, tile_size=resume.read_job(outs.work)["tile"])
+                job = plan_job(info, outs, model, dev, dtype, options, hooks)
+                job.parts = resume.Parts(outs.work, {**fingerprint, "tile": job.tile})
+                job.parts.begin()
+                job.finished = resume.reusable_windows(job.parts, outs, job.plan, hooks.say)
+                start_flows(job, resume.pairs_needed(job.plan, job.finished))
+                for line in space:
+                    hooks.say(line)
+                preflight.check_overlap(options.overlap, job.tile, chosen=not options.tile_size)
+                hooks.say(preflight.work_estimate(len(job.plan) - len(job.finished), job.grid(), len(job.groups),
+                                                  device.model_width(job.net), job.dev,
+                                                  device.precision_name(job.dtype), torch.get_num_threads()))
+                run_windows(job, hooks)
+                job.tracker.message("checking and writing" + (" cloud-optimised GeoTIFFs" if options.cog else ""))
+                with job.clock("write"):
+                    record = run_record(info, job.plan, job.net, job.tile, job.grid().overlap, job.dtype, job.dev,
+                                        job.parts.job)
+                    paths = commit(record, outs, options, weights, hooks)
+            finally:
+                if job is not None:
+                    close_job(job, model)  # its flow thread stops before its files go
         job.tracker.done()
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s")
         return paths
-    except BaseException as exc:
-        err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
-        if err is not None:
-            raise err from None
-        raise
     finally:
-        if job is not None:
-            close_job(job, model)
-        outs.close()
         model.train(was_training)  # a caller's model (e.g. during training) is left as it was
+
+
+def job_pixels(options: RunOptions) -> tuple:
+    """(device, dtype, tile known before the run or None, the options that change pixels as
+    ``resume.fingerprint`` records them) of a run in this process. The tile is known now unless
+    it is fitted to GPU memory (then it is checked once chosen)."""
+    dev = device.resolve_device(options.device)
+    dtype = device.resolve_precision(options.precision, dev)
+    known = device.round_tile(options.tile_size) if options.tile_size else \
+        device.default_tile_size(dev) if dev.type != "cuda" else None
+    return dev, dtype, known, resume.pixel_options(options, known, dev.type, device.precision_name(dtype))
 
 
 def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOptions, hooks: Hooks) -> Job:

@@ -27,7 +27,8 @@ CPU_TFLOPS_PER_THREAD = {"fp32": 0.085, "bf16": 0.115}
 def output_set(info: StackInfo, out_dir, options: RunOptions) -> OutputSet:
     """The run's outputs; every file the frames are read from is an input they must not replace."""
     return OutputSet(out_dir, output_names(info, options.prefix), options.overwrite,
-                     prefix=output_prefix(info, options.prefix), inputs=[*info.paths, *info.files])
+                     prefix=output_prefix(info, options.prefix), inputs=[*info.paths, *info.files],
+                     resume=options.resume)
 
 
 def open_run(inputs, out_dir, options: RunOptions, model=None) -> tuple:

@@ -5,7 +5,8 @@ Every run (with ``--resume`` or not) keeps two kinds of record in its work folde
 killed outright (``kill -9``, a power cut, a lost cluster) can be resumed by the next one:
 
 - ``job.json``, the job's fingerprint: the software version, every input file (real path, size,
-  modification time, in processing order, VRT sources too), the frame times, the weights
+  modification time, and the inode and its change time, which no ``touch -r`` restores after a
+  rewrite in place; in processing order, VRT sources too), the frame times, the weights
   (SHA-256 of the file, or of a caller's model's tensors), and every option that changes pixels
   (engine, tile, overlap, margin, device, precision, time windows, ensemble). Options that do
   not change pixels (threads, tiles per forward, compile, COG, overwrite) are left out.
@@ -66,11 +67,13 @@ def pixel_options(options, tile, device: str, precision: str, engine: str = SING
 
 
 def input_files(info) -> list:
-    """[real path, size, modification time (ns)] of every file the frames are read from."""
+    """[real path, size, modification time, inode, inode change time (ns)] of every file the
+    frames are read from. The change time moves on every write and cannot be set back, so a
+    file rewritten in place with its modification time restored is still seen as changed."""
     out = []
     for p in dict.fromkeys([*info.paths, *info.files]):
         st = os.stat(p)
-        out.append([os.path.realpath(p), st.st_size, st.st_mtime_ns])
+        out.append([os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
     return out
 
 
@@ -113,8 +116,22 @@ def _input_difference(was: list, now: list) -> str:
         if p0 != p1:
             return f"input {p0} (now {p1})"
         if s0 != s1:
-            return f"input {p1} changed since (size or modification time)"
+            return f"input {p1} changed since (size, modification or change time, or inode)"
     return "inputs"
+
+
+def written_job(path) -> dict | None:
+    """The fingerprint a frame's tags say made it (``finish.JOB_TAG``); None if none."""
+    import rasterio
+
+    from .finish import JOB_TAG
+
+    try:
+        with rasterio.open(str(path)) as ds:
+            job = json.loads(ds.tags().get(JOB_TAG) or "null")
+    except (rasterio.errors.RasterioError, ValueError):
+        return None
+    return job if isinstance(job, dict) else None
 
 
 # -- choosing the folder to resume -----------------------------------------------------------

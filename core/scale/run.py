@@ -17,9 +17,9 @@ import torch
 
 from ..errors import Canceled, MsttError
 from ..geo.values import value_scaler
-from ..run import device, preflight, resume
-from ..run.finish import finish, run_record
-from ..run.options import RunOptions
+from ..run import device, lifecycle, preflight, resume
+from ..run.finish import commit, run_record
+from ..run.options import DEFAULT_WORKER_WAIT, RunOptions
 from ..run.pipeline import Hooks, band_groups
 from ..run.windows import plan_windows
 from . import tasks
@@ -35,51 +35,63 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     """``run_stack`` on the cluster of ``client``; returns the output paths in time order."""
     hooks = hooks or Hooks()
     t_start = time.perf_counter()
+    inputs, out_dir = absolute(inputs), os.path.abspath(out_dir)  # workers run in other folders
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
     weights = str(weights) if weights else None
-    tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
+    tile, pixels = job_pixels(options, block_tiles)
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
     scaler, groups = value_scaler(info), tuple(band_groups(len(info.color_bands)))
     # before any work or file: the frames, the flows and the parts (all in the work folder at the end)
     space = preflight.check_space(info, outs.out_dir, options.cog, work=tasks.work_bytes(info, scaler, len(groups)))
-    engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"  # parts are (window, block) regions
-    fingerprint = resume.fingerprint(info, weights, model, resume.pixel_options(
-        options, tile, options.device, options.precision, engine=engine))
+    fingerprint = resume.fingerprint(info, weights, model, pixels)
     plugin_name = None
     try:
-        outs.prepare(resume.chooser(fingerprint) if options.resume else None)
-        for line in [*outs.notes, *space]:
-            hooks.say(line)
-        parts = resume.Parts(outs.work, fingerprint)
-        parts.begin()
-        plugin_name = plugin_key(weights, options) if weights else f"mstt-network-{outs.token}"
-        plan = tuple(plan_windows(info.n_frames, options.windows))
-        spec = tasks.Spec(info=info, scaler=scaler, groups=groups, plan=plan,
-                          tile=tile, overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
-                          flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1,
-                          ensemble=options.ensemble, digest=parts.digest)
-        start_network(client, plugin_name, weights, model, options, hooks)
-        futures, regions = submit(client, spec, outs, block_tiles, hooks)
-        dev, dtype = wait_all(client, futures, regions, hooks)
-        report_regions(regions, outs, hooks)
-        paths = commit(run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev), outs, options,
-                       weights, hooks)
+        with lifecycle.job(outs, fingerprint, options, hooks, info) as committed:
+            if committed is not None:
+                return committed
+            for line in space:
+                hooks.say(line)
+            parts = resume.Parts(outs.work, fingerprint)
+            parts.begin()
+            plugin_name = plugin_key(weights, options) if weights else f"mstt-network-{outs.token}"
+            plan = tuple(plan_windows(info.n_frames, options.windows))
+            spec = tasks.Spec(info=info, scaler=scaler, groups=groups, plan=plan,
+                              tile=tile, overlap=min(overlap, tile // 2), margin=options.margin, work=str(outs.work),
+                              flow_kind=model.flow_kind, plugin=plugin_name, per_forward=options.tiles_per_forward or 1,
+                              ensemble=options.ensemble, digest=parts.digest)
+            start_network(client, plugin_name, weights, model, options, hooks)
+            futures, regions = submit(client, spec, outs, block_tiles, hooks)
+            dev, dtype = wait_all(client, futures, regions, hooks, worker_wait=options.worker_wait,
+                                  stop_file=spec.stop_path())
+            report_regions(regions, outs, hooks)
+            if hooks.progress is not None:
+                hooks.progress(0.999, "checking and writing")
+            record = run_record(info, spec.plan, model, tile, spec.grid().overlap, dtype, dev, fingerprint)
+            paths = commit(record, outs, options, weights, hooks)
         hooks.say(f"wrote {len(paths)} frames to {outs.out_dir} in {time.perf_counter() - t_start:.1f} s "
                   f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
         return paths
-    except BaseException as exc:
-        err = resume.end_early(exc, outs, options.resume, hooks.say)  # with --resume, finished parts stay
-        if err is not None:
-            raise err from None
-        raise
     finally:
         if plugin_name is not None and not weights:  # a weights file's network stays loaded for later runs
             try:
                 client.unregister_worker_plugin(plugin_name)
             except Exception:  # the cluster may be gone: its plugins went with it
                 pass
-        outs.close()
+
+
+def job_pixels(options: RunOptions, block_tiles: int) -> tuple:
+    """(tile, the options that change pixels as ``resume.fingerprint`` records them) of a run
+    on a cluster: CPU tiles unless given, parts that are (window, block) regions."""
+    tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
+    engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"
+    return tile, resume.pixel_options(options, tile, options.device, options.precision, engine=engine)
+
+
+def absolute(paths) -> list:
+    """Paths as every worker must see them (relative ones are the caller's folder's); GDAL
+    connection strings and URLs (``/vsi...``, ``scheme://``) as they are."""
+    return [p if "://" in str(p) or str(p).startswith("/vsi") else os.path.abspath(p) for p in map(str, paths)]
 
 
 def start_network(client, name: str, weights, model, options: RunOptions, hooks: Hooks) -> None:
@@ -101,17 +113,6 @@ def report_regions(regions: list, outs, hooks: Hooks) -> None:
         hooks.say(f"resume: {reused} of {len(results)} network task(s) reused, {len(results) - reused} computed")
     for note in dict.fromkeys(n for r in results for n in r[4]):
         hooks.say(f"note: on a Dask worker: {note}")
-
-
-def commit(record, outs, options: RunOptions, weights, hooks: Hooks) -> list:
-    """Check and commit the frames the assembly tasks wrote (``finish``, as in one process)."""
-    if hooks.progress is not None:
-        hooks.progress(0.999, "checking and writing")
-    seen = len(outs.notes)
-    paths = finish(record, outs, options.cog, weights, hooks.critical)
-    for line in outs.notes[seen:]:
-        hooks.say(line)
-    return paths
 
 
 def plugin_key(weights: str, options: RunOptions) -> str:
@@ -141,6 +142,7 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     key = f"mstt-{outs.token}"
     for folder in ("flows", "parts"):
         (Path(spec.work) / folder).mkdir(exist_ok=True)  # a resumed run's work folder has them
+    spec.stop_path().unlink(missing_ok=True)  # left by the canceled run this one resumes
     hooks.say(f"tiles: {len(grid.rows)}x{len(grid.cols)} of {spec.tile} px in {len(blocks)} block(s); "
               f"{len(spec.plan)} time window(s); {len(spec.groups) * n_pairs} flow, "
               f"{len(blocks) * len(spec.plan)} network and {spec.info.n_outputs} assembly tasks"
@@ -163,20 +165,32 @@ def submit(client, spec: tasks.Spec, outs, block_tiles: int, hooks: Hooks) -> tu
     return list(flows.values()) + list(regions.values()) + assembled, list(regions.values())
 
 
-def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S) -> tuple:
+def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = POLL_S,
+             worker_wait: float = DEFAULT_WORKER_WAIT, stop_file=None) -> tuple:
     """Wait for every task, reporting progress and checking cancel every ``poll`` seconds (a
-    cancel cancels the futures); the first task error is raised as it is, a lost cluster as a
-    clear MsttError. Returns the network's (device, dtype)."""
+    cancel cancels the futures); the first task error is raised as it is, a lost cluster, or
+    one without any worker for ``worker_wait`` seconds, as a clear MsttError. Returns the
+    network's (device, dtype)."""
     from distributed import wait
     from distributed.client import FuturesCancelledError
 
     pending = list(futures)
+    alone = None  # since when no worker has been connected
     try:
         while pending:
             if hooks.is_canceled is not None and hooks.is_canceled():
                 raise Canceled("canceled by the user; no output was written")
             if client.status in ("closing", "closed"):
                 raise ClusterLost("the connection to the scheduler was lost")
+            if client.scheduler_info().get("workers"):
+                alone = None
+            elif alone is None:
+                alone = time.monotonic()
+                hooks.say("note: the Dask cluster has no worker now; waiting for one "
+                          f"(at most {worker_wait:g} s, --worker-wait)")
+            elif time.monotonic() - alone > worker_wait:
+                raise MsttError(f"no Dask worker was connected for {worker_wait:g} s (--worker-wait); no output "
+                                "was written. Start workers with `dask worker SCHEDULER-ADDRESS`")
             try:
                 wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
             except TimeoutError:
@@ -191,10 +205,10 @@ def wait_all(client, futures: list, regions: list, hooks: Hooks, poll: float = P
                 hooks.progress(min(0.99, done / len(futures)), f"{done}/{len(futures)} Dask tasks")
         dev, dtype = task_result(regions[0])[1:3]
     except ClusterLost as exc:
-        cancel(client, futures)
+        cancel(client, futures, stop_file)
         raise MsttError(f"the Dask cluster went away before the run finished ({exc}); no output was written") from None
     except BaseException:
-        cancel(client, futures)
+        cancel(client, futures, stop_file)
         raise
     return torch.device(dev), getattr(torch, dtype.rsplit(".", 1)[-1])
 
@@ -212,16 +226,24 @@ def task_result(fut):
         raise ClusterLost(str(exc).splitlines()[0]) from None
 
 
-def cancel(client, futures, wait_s: float = STOP_WAIT_S) -> None:
+def cancel(client, futures, stop_file=None, wait_s: float = STOP_WAIT_S) -> None:
     """Cancel the run's tasks on the cluster, if it is still there to hear it, and wait (up to
     ``wait_s``) until none of them still executes on a worker, so that none writes into the
-    work folder after the run has removed it."""
+    work folder after the run has removed it. ``stop_file`` (``Spec.stop_path``), made first,
+    tells running network tasks to stop at their next chunk of tiles."""
     keys = {f.key for f in futures}
+    if stop_file is not None:
+        try:
+            Path(stop_file).touch()
+        except OSError:  # the storage is gone: so is the work the tasks would write
+            pass
     try:
         client.cancel(futures)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            running = {k for stacks in client.call_stack(keys=list(keys)).values() for k in stacks}
+            # every worker's running tasks, ours picked here: the scheduler forgets canceled keys at
+            # once, and asked for one by name it logs a KeyError traceback on the user's terminal
+            running = {k for stacks in client.call_stack().values() for k in stacks if k in keys}
             if not running:
                 return
             time.sleep(POLL_S)

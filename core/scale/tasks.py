@@ -18,6 +18,7 @@ result is there and intact, so Dask may re-run any of them (a lost worker) witho
 """
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..geo.read import read_frame
-from ..geo.stack import StackInfo, open_raster
+from ..errors import Canceled, MsttError
+from ..geo.stack import IO_ERRORS, StackInfo, first_line, open_raster
 from ..geo.times import output_sources, output_times
 from ..geo.values import ValueScaler
 from ..geo.write import block_writer, create_output, frame_tags, output_profile, source_extras, write_frame_metadata
@@ -37,6 +39,9 @@ from ..run.flow import to_gray
 from ..run.preflight import flow_bytes
 from ..run.resume import part_finished, record_part
 from ..run.scene_flow import scene_flows
+
+
+STOP = "stop"  # in the work folder: the run was canceled (``Spec.stop_path``)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class Spec:
 
     def flow_path(self, g: int, k: int) -> Path:
         return Path(self.work) / "flows" / f"g{g}_p{k}.npy"
+
+    def stop_path(self) -> Path:
+        """Made by the caller when it cancels the run: a network task still running stops at
+        its next chunk of tiles instead of keeping its worker busy to the end (Dask's cancel
+        cannot stop a running task)."""
+        return Path(self.work) / STOP
 
     def part_path(self, wi: int, bi: int) -> Path:
         """Named by what it holds, so that a part in another representation (an earlier
@@ -190,6 +201,27 @@ def save_atomic(path: Path, arr: np.ndarray) -> None:
 
 
 # -- the tasks -------------------------------------------------------------------------------
+def sent_back(task):
+    """A task whose errors reach the caller as they were raised: Dask pickles an error with its
+    chain (``raise ... from None`` still keeps the GDAL error it replaced as its context), and
+    when that chain does not unpickle it sends ``Exception("InputError('...')")`` instead. Our
+    errors go without their chain; a read or write error as the OSError it is (the caller
+    reports it as a storage error, as in one process)."""
+    @functools.wraps(task)
+    def run(*args):
+        try:
+            return task(*args)
+        except MsttError as exc:
+            err = exc
+            err.__context__ = err.__cause__ = None
+        except IO_ERRORS as exc:
+            err = OSError(getattr(exc, "errno", None) or 0, first_line(exc))
+        raise err  # outside the except clauses: no context to carry
+
+    return run
+
+
+@sent_back
 def flow_task(spec: Spec, g: int, k: int) -> str:
     """Middle flows (4, H, W) of pair k -> k+1, band group g, as in the single-process run."""
     path = spec.flow_path(g, k)
@@ -225,6 +257,7 @@ class DiskFlows:
         raise ValueError(f"frames {a} and {b} are not neighbours")
 
 
+@sent_back
 def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     """The network on every tile touching ``region`` for window ``wi``; the blended region
     (outputs, bands, h, w) saved as a part (``compact_parts``). Returns (part, device, dtype,
@@ -245,6 +278,8 @@ def region_task(spec: Spec, wi: int, bi: int, region, *after) -> tuple:
     with StackReaders(spec.info) as readers:
         loaded = (load_tile(job, win, readers, tile) for tile in touching(grid, region))
         for chunk in batches(loaded, spec.per_forward):
+            if spec.stop_path().exists():
+                raise Canceled("the run was canceled")
             for (tile, _, _), hr in zip(chunk, forward_tiles(job, grid, wi, win, chunk)):
                 add_to_region(acc, grid, tile, hr, region)
     save_atomic(part, spec.scaler.from_unit(acc) if compact_parts(spec.scaler) else acc)
@@ -264,6 +299,7 @@ def worker_job(spec: Spec, net, dev, dtype):
                stager=HostStager(dev, slots=2), flows=DiskFlows(spec), ensemble=spec.ensemble)
 
 
+@sent_back
 def assemble_task(spec: Spec, p: int, dest: str, parts: list, *after) -> str:
     """Output frame ``p`` as a GeoTIFF at ``dest`` (the run's temporary name) from the parts
     of its window: ``parts`` = [(region, part path)], values, masks and metadata as in the
