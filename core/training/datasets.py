@@ -24,7 +24,6 @@ size does not divide by 4 are cropped at the bottom/right.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..geo.frames import hidden, natural_key
 from ..net.spec import INPUT_POS, N_OUT, SCALE
 from .degrade import crop_to_multiple, downsample
 
@@ -75,10 +75,6 @@ def clip_from_frames(name: str, hr: np.ndarray, lr: np.ndarray | None = None) ->
         if lr.shape[1:3] != (h // SCALE, w // SCALE):
             raise InputError(f"{name}: LR frames {lr.shape[2]}x{lr.shape[1]} do not match GT {w}x{h} / {SCALE}")
     return Clip(name, hr, lr)
-
-
-def natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
 class SeptupletDataset:
@@ -197,7 +193,7 @@ def image_files(folder: Path) -> list[Path]:
     """The frames of a folder in natural name order (``f2`` before ``f10``), hidden files and
     system files (macOS ``._*``, ``Thumbs.db``) left out."""
     return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT
-                   and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+                   and not hidden(p.name)), key=lambda p: natural_key(p.name))
 
 
 class FrameListsDataset:
