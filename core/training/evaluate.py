@@ -185,8 +185,8 @@ def open_eval_data(data, layout: str = "auto", crop: int | None = None):
             layout = "frames"
         elif any((one / n).is_file() for n in ("sep_trainlist.txt", "sep_testlist.txt")) or (one / "train" / "GT").is_dir():
             layout = "auto"
-        elif image_files(one):
-            layout = "frames" if any(p.suffix.lower() not in (".tif", ".tiff") for p in image_files(one)) else "auto"
+        elif files := image_files(one):
+            layout = "frames" if any(p.suffix.lower() not in (".tif", ".tiff") for p in files) else "auto"
         elif any(d.is_dir() and image_files(d) for d in one.iterdir()):
             layout = "frames"
     if layout == "frames":
