@@ -35,7 +35,7 @@ def test_quick_bench_tiny_model(tmp_path):
     model = MSTT(**TINY)
     use_bf16, _ = bf16_ok()
     precisions = ("fp32", "bf16") if use_bf16 else ("fp32",)
-    cfg = BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0,
+    cfg = BenchConfig.quick_config(tiles=(80,), batches=(1,), precisions=precisions, warmup=0, reps=1,
                                    scene=64, e2e_tile=80, threads=1, workdir=str(tmp_path), compare_tile=80,
                                    window_frames=5, window_scene=64)
     lines = []
@@ -110,7 +110,7 @@ def test_cli_bench_writes_json(tmp_path):
 
     out = tmp_path / "b.json"
     rc = cli.main(["bench", "--quick", "--tiles", "80", "--batches", "1", "--precisions", "fp32", "--warmup", "0",
-                   "--scene", "0", "--compare-tile", "0", "--window-frames", "0", "--threads", "1", "--json", str(out)])
+                   "--reps", "1", "--scene", "0", "--compare-tile", "0", "--window-frames", "0", "--threads", "1", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     (row,) = res["throughput"]

@@ -22,7 +22,7 @@ def run(alg, params, feedback=None, context=None):
 
 
 def params(video, weights, out, **extra):
-    return {**dict(VIDEO=str(video), WEIGHTS=str(weights), MINUTES=0.6, CROP=20, DEVICE="cpu", SYNTH_SHARE=0.0,
+    return {**dict(VIDEO=str(video), WEIGHTS=str(weights), MINUTES=0.15, CROP=20, DEVICE="cpu", SYNTH_SHARE=0.0,
                    OUTPUT=str(out)), **extra}
 
 
