@@ -109,7 +109,12 @@ def test_multiframe_gain_in_the_report(testset, tmp_path):
     mf = res["multiframe"]
     assert mf["clips"] == 2 and set(mf["gain"]) == {"copies", "warped"}
     assert mf["gain"]["copies"] == pytest.approx(mf["psnr"]["real"] - mf["psnr"]["copies"])
-    assert "Multi-frame gain" in (tmp_path / "eval.md").read_text()
+    assert [r["clip"] for r in mf["per_clip"]] == [c["clip"] for c in res["per_clip"]]
+    for c in ("copies", "warped"):
+        assert mf["gain"][c] == pytest.approx(np.mean([r["gain"][c] for r in mf["per_clip"]]))
+        assert mf["worst"][c]["gain"] == min(r["gain"][c] for r in mf["per_clip"])
+    text = (tmp_path / "eval.md").read_text()
+    assert "Multi-frame gain" in text and f"Worst clip: {mf['worst']['copies']['clip']}" in text
 
 
 @pytest.fixture(scope="module")

@@ -162,7 +162,8 @@ def evaluate(data, weights=None, out=None, device="cpu", limit=None, model=None,
     if multiframe:
         from .multiframe import multiframe_gain
 
-        result["multiframe"] = multiframe_gain(model, ((c.lr, c.hr) for c in map(ds.clip, range(n))))
+        clips = [ds.clip(i) for i in range(n)]
+        result["multiframe"] = multiframe_gain(model, ((c.lr, c.hr) for c in clips), names=[c.name for c in clips])
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +220,13 @@ def markdown(res: dict) -> str:
                   f"{mf['psnr']['real']:.3f} dB; neighbours replaced by copies of the frame "
                   f"{mf['psnr']['copies']:.3f} dB ({mf['gain']['copies']:+.3f}), by the frame warped to their "
                   f"times {mf['psnr']['warped']:.3f} dB ({mf['gain']['warped']:+.3f})"]
+        if "per_clip" in mf:
+            w = mf["worst"]
+            lines += [f"Worst clip: {w['copies']['clip']} {w['copies']['gain']:+.4f} dB against copies, "
+                      f"{w['warped']['clip']} {w['warped']['gain']:+.4f} dB against the warped frame", "",
+                      "| clip | real neighbours | gain vs copies | gain vs warped |", "|---|---|---|---|"]
+            lines += [f"| {r['clip']} | {r['psnr']['real']:.3f} | {r['gain']['copies']:+.4f} | "
+                      f"{r['gain']['warped']:+.4f} |" for r in mf["per_clip"]]
     lines += ["", "Per clip (all frames, PSNR RGB / Y):", "",
               "| clip | " + " | ".join(LABELS[x] for x in m) + " |", "|---|" + "---|" * len(m)]
     for r in res["per_clip"]:

@@ -61,11 +61,16 @@ def clip_gain(model, lr_u8: np.ndarray, hr_u8: np.ndarray) -> dict:
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
-def multiframe_gain(model, clips) -> dict:
+def multiframe_gain(model, clips, names=None) -> dict:
     """Over (lr_u8, hr_u8) clips (of a long clip, its first window): mean PSNR of input times per
-    condition, and the gains."""
+    condition, the gains, and each clip's gains (``names`` label them; default their order), with
+    the worst clip's: a fusion that helps on average can still hurt one scene."""
     per = [clip_gain(model, lr[:N_IN], hr[:N_OUT]) for lr, hr in clips]
     if not per:
         raise ValueError("no clips to measure the multi-frame gain on")
+    names = list(names) if names is not None else [str(i) for i in range(len(per))]
     mean = {name: float(np.mean([p[name] for p in per])) for name in per[0]}
-    return {"psnr": mean, "gain": {c: mean["real"] - mean[c] for c in CONTROLS}, "clips": len(per)}
+    per_clip = [{"clip": n, "psnr": p, "gain": {c: p["real"] - p[c] for c in CONTROLS}} for n, p in zip(names, per)]
+    worst = {c: min(per_clip, key=lambda r: r["gain"][c]) for c in CONTROLS}
+    return {"psnr": mean, "gain": {c: mean["real"] - mean[c] for c in CONTROLS}, "clips": len(per),
+            "per_clip": per_clip, "worst": {c: {"clip": w["clip"], "gain": w["gain"][c]} for c, w in worst.items()}}
