@@ -54,6 +54,12 @@ def test_quick_bench_tiny_model(tmp_path):
             assert 0 < r["peak_fraction"] == pytest.approx(r["tflops"] / r["peak_tflops"])
 
     e = res["e2e"]
+    real = e["real_run"]  # the same stack through `mstt-stvsr run` in a fresh process
+    assert real["seconds"] > 0 and real["process_seconds"] > real["seconds"]
+    assert real["difference"] == pytest.approx(real["seconds"] / e["wall_seconds"] - 1)
+    assert "--tile-size 80 --overlap" in real["command"] and "--threads 1" in real["command"]
+    # a tiny stack: the fresh process's cold start may exceed the tolerance; it must say so then
+    assert bool(real.get("unreliable")) == (abs(real["difference"]) > real["tolerance"])
     assert e["outputs"] == 7 and e["tile"] == 80 and e["grid"]["tiles"] == 1
     assert e["windows"]["windows"] == 1 and e["windows"]["window_factor"] == pytest.approx(1)  # fast plan
     st = e["stages"]
@@ -297,3 +303,25 @@ def test_a_bench_beside_a_busy_process_is_flagged(tmp_path):
     assert "UNRELIABLE" in text and "WARNING: 1 timing(s) disturbed" in text
     report.save_json(res, tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text())["throughput"][0]["unreliable"]
+
+
+def test_a_bench_that_no_real_run_reproduces_is_flagged(tmp_path):
+    """The end-to-end check runs the stack through `mstt-stvsr run` in a fresh process: a bench
+    figure far from what that run takes (here a made-up 0.01 s) is marked unreliable with both
+    times, in the row and in the summary; a run that fails is reported as such, not as a time."""
+    from mstt_stvsr.core.bench.end_to_end import real_run_check
+    from mstt_stvsr.core.bench.synthetic import write_synthetic_stack
+    from mstt_stvsr.core.run.options import RunOptions
+
+    torch.manual_seed(0)
+    paths = write_synthetic_stack(tmp_path / "in", 64)
+    options = RunOptions(tile_size=80, overlap=16, device="cpu", precision="fp32", threads=1)
+    real = real_run_check(paths, tmp_path, options, MSTT(**TINY), bench_seconds=0.01)
+    assert real["seconds"] > 0.01 and real["difference"] > 1
+    assert "a real `mstt-stvsr run` of this stack took" in real["unreliable"][0] and "0.0 s" in real["unreliable"][0]
+    assert len(list((tmp_path / "real_run").glob("*.tif"))) == 7  # it really ran: 4 frames -> 7
+    summary = report.unreliable_rows({"e2e": {"real_run": real}})
+    assert summary and summary[0].startswith("end to end: a real `mstt-stvsr run`")
+
+    failed = real_run_check(paths[:1], tmp_path / "one", options, MSTT(**TINY), bench_seconds=1.0)
+    assert "seconds" not in failed and "the real run of this stack failed (exit 2)" in failed["unreliable"][0]

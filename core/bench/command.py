@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--compare-tile", type=int, help="tile of the side-by-side network paths (default 160; 0 = skip)")
     add("--window-frames", type=int, help="frames of the fast-vs-central windows run (default 10; 0 = skip)")
     add("--window-scene", type=int, help="LR side of that stack (default 320, quick 160)")
+    add("--no-e2e-check", dest="e2e_check", action="store_false",
+        help="skip checking the end-to-end row against a real `mstt-stvsr run` of its stack in a fresh process")
     add("--json", metavar="PATH", help="also save all results as JSON")
 
 
@@ -66,7 +68,8 @@ def config_from_args(args) -> BenchConfig:
         changes.setdefault("batches", (1, 2))  # batching does not help a CPU; see cost.tiles_per_forward
     if dev.type == "cpu":
         changes["notes"] = ("CPU figures depend on other processes sharing the cores (see load average)",)
-    changes.update(device=args.device, e2e_precision=args.e2e_precision, compile=bool(args.compile))
+    changes.update(device=args.device, e2e_precision=args.e2e_precision, compile=bool(args.compile),
+                   e2e_check=args.e2e_check)
     cfg = BenchConfig.quick_config(**changes) if args.quick else BenchConfig(**changes)
     if cfg.reps < 1 or cfg.warmup < 0 or min(cfg.scene, cfg.compare_tile, cfg.window_frames) < 0:
         raise InputError("--reps must be >= 1; --warmup, --scene, --compare-tile and --window-frames >= 0")

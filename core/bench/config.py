@@ -9,7 +9,8 @@ class BenchConfig:
     """Sizes in LR pixels. ``None`` = the default chosen for this machine: precisions fp32 + bf16
     on CPU, fp32 + fp16 + bf16 on CUDA; the end-to-end tile, batch and overlap as the pipeline
     chooses them. ``scene`` 0 skips the end-to-end run; ``workdir`` holds its synthetic stack
-    (default: the system's temporary folder)."""
+    (default: the system's temporary folder); ``e2e_check`` also runs that stack through the
+    command line in a fresh process and marks the row unreliable when the two disagree."""
 
     device: str = "auto"
     tiles: tuple = (80, 160, 320)
@@ -30,6 +31,7 @@ class BenchConfig:
     compare_tile: int = 160  # the side-by-side network paths (0 = skip)
     window_frames: int = 10  # the window plans end to end (0 = skip), on a stack of this many
     window_scene: int = 320  # frames of this LR side, one tile
+    e2e_check: bool = True  # the end-to-end row against a real `mstt-stvsr run` of its stack
     notes: tuple = ()
 
     @classmethod

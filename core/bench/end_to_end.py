@@ -5,6 +5,9 @@ scene area) and from the time windows (4 frames give 3 windows, each reconstruct
 outputs it owns; counted in FLOPs)."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +28,9 @@ from .throughput import Meter, find_row
 # the writer blends and writes, beside the network; wait_* is the network thread idling for them
 # pipeline log lines worth keeping in the report: the tiling it chose and any out-of-memory retry
 PIPELINE_LOG_KEPT = ("tiles:", "out of")
+# a real run of the stack must take within this of the bench's figure for the row to stand
+REAL_RUN_AGREEMENT = 0.15
+REAL_RUN_DONE = re.compile(r"^wrote \d+ frames to .* in ([0-9.]+) s$", re.M)  # pipeline.run_stack's last line
 
 
 def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
@@ -59,15 +65,17 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
 
     options = RunOptions(tile_size=tile, overlap=overlap, device=str(meter.dev), precision=precision,
                          overwrite=True, threads=cfg.threads, tiles_per_forward=cfg.e2e_batch)
-    res.update(timed_run(options, size, meter.model, meter.dev, cfg.workdir))
+    res.update(timed_run(options, size, meter.model, meter.dev, cfg.workdir, real_run=cfg.e2e_check))
     if ref.get("status") == "ok":
         res.update(overheads(res, ref))
     return res
 
 
-def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=None, frames: int = N_IN) -> dict:
+def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=None, frames: int = N_IN,
+              real_run: bool = False) -> dict:
     """Write a ``size`` x ``size`` synthetic stack in a temporary folder under ``workdir``, run
-    the pipeline on it with ``options``, and remove both; seconds per stage, memory, outputs."""
+    the pipeline on it with ``options``, and remove both; seconds per stage, memory, outputs.
+    ``real_run``: then also through the command line in a fresh process (see ``real_run_check``)."""
     # imported here: the pipeline needs rasterio, which the network throughput does not (a lent
     # GPU machine may lack it)
     from ..run.pipeline import Hooks, run_stack
@@ -89,6 +97,8 @@ def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=
         res["pipeline_log"] = [line for line in logs if line.startswith(PIPELINE_LOG_KEPT)]
         res["outputs"] = len(out)
         res["out_bytes"] = sum(Path(p).stat().st_size for p in out)
+        if real_run:
+            res["real_run"] = real_run_check(paths, Path(tmp), options, model, wall)
     res["rss_before_mb"] = (rss_before or 0) / 2 ** 20
     res["rss_peak_mb"] = (rss_bytes("VmHWM") or 0) / 2 ** 20
     res["rss_peak_scope"] = "this run" if res["rss_peak_reset"] else "whole process (peak could not be reset)"
@@ -99,6 +109,41 @@ def timed_run(options: RunOptions, size: int, model, dev: torch.device, workdir=
     res["not_model_seconds"] = max(0.0, wall - stages["model"])
     res.update(wall_seconds=wall, stages=stages, out_mp=out_mp, mp_per_s=out_mp / wall)
     return res
+
+
+def real_run_check(paths, tmp: Path, options: RunOptions, model, bench_seconds: float) -> dict:
+    """The stack through ``python -m mstt_stvsr.core run`` in a fresh process, with the same
+    weights (saved from ``model``), tile, overlap, precision, threads and window plan: what a
+    user's run of it costs. Compared is the time the run reports for itself (weights loaded
+    and the work, no interpreter start) against ``bench_seconds``; beyond
+    ``REAL_RUN_AGREEMENT`` the bench's row does not describe a real run and is marked so."""
+    from ..net.weights import save_weights
+
+    weights = save_weights(model, tmp / "weights.safetensors")
+    opts = ["--tile-size", str(options.tile_size), "--overlap", str(options.overlap), "--device", torch.device(options.device).type,
+            "--precision", options.precision, "--windows", options.windows]
+    for flag, value in (("--threads", options.threads), ("--tiles-per-forward", options.tiles_per_forward)):
+        if value:
+            opts += [flag, str(value)]
+    cmd = [sys.executable, "-m", "mstt_stvsr.core", "run", *map(str, paths), "-o", str(tmp / "real_run"),
+           "--weights", str(weights), *opts]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = {"command": "mstt-stvsr run FRAMES -o OUT --weights W " + " ".join(opts),
+           "process_seconds": time.perf_counter() - t0,
+           "bench_seconds": bench_seconds, "tolerance": REAL_RUN_AGREEMENT}
+    done = REAL_RUN_DONE.search(proc.stderr)
+    if proc.returncode or done is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        out["unreliable"] = [f"the real run of this stack failed (exit {proc.returncode}): {tail}"]
+        return out
+    out["seconds"] = float(done.group(1))
+    out["difference"] = out["seconds"] / bench_seconds - 1
+    if abs(out["difference"]) > REAL_RUN_AGREEMENT:
+        out["unreliable"] = [f"a real `mstt-stvsr run` of this stack took {out['seconds']:.1f} s, "
+                             f"{100 * out['difference']:+.0f} % from the bench's {bench_seconds:.1f} s "
+                             f"(tolerance {100 * REAL_RUN_AGREEMENT:.0f} %)"]
+    return out
 
 
 def overheads(res: dict, ref: dict) -> dict:

@@ -78,6 +78,9 @@ def unreliable_rows(result: dict) -> list[str]:
     for name, r in (result.get("paths") or {}).get("paths", {}).items():
         if r.get("unreliable"):
             lines.append(f"network path {name}: {'; '.join(r['unreliable'])}")
+    real = (result.get("e2e") or {}).get("real_run") or {}
+    if real.get("unreliable"):
+        lines.append(f"end to end: {'; '.join(real['unreliable'])}")
     return lines
 
 
@@ -170,6 +173,15 @@ def e2e_lines(e: dict) -> list:
              f"  wall {e['wall_seconds']:.2f} s, {e['mp_per_s']:.4g} output MP/s; peak host RSS "
              f"{e['rss_peak_mb']:.0f} MB ({e['rss_peak_scope']}; {e['rss_before_mb']:.0f} MB before){gpu}"]
     lines += [f"  pipeline: {line}" for line in e.get("pipeline_log", [])]
+    if real := e.get("real_run"):
+        if "seconds" in real:
+            flag = "  UNRELIABLE" if real.get("unreliable") else ""
+            lines.append(f"  real run (fresh process, `{real['command']}`): {real['seconds']:.2f} s as it reports "
+                         f"itself, {100 * real['difference']:+.1f} % from the bench's {real['bench_seconds']:.2f} s "
+                         f"(tolerance {100 * real['tolerance']:.0f} %); {real['process_seconds']:.2f} s with the "
+                         f"interpreter's start{flag}")
+        else:
+            lines.append(f"  real run: {real['unreliable'][0]}  UNRELIABLE")
     lines.append(f"  {'stage':>10} {'seconds':>8} {'of wall':>7}   (busy time; reader and writer threads overlap the network)")
     for s, v in e["stages"].items():
         lines.append(f"  {s:>10} {v:>8.2f} {100 * v / e['wall_seconds']:>6.1f}%")
