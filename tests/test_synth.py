@@ -216,3 +216,30 @@ def test_a_stopped_synth_keeps_its_finished_clips(tmp_path):
     # other arguments make the clip anew
     write_septuplets(two, clips=1, size=64, seed=5, imagery=None, progress=False)
     assert (seq / "00001/0001/im1.png").read_bytes() != b"kept as is"
+
+
+def test_cities_with_a_taxiway_have_aircraft_that_taxi(monkeypatch):
+    """With a taxiway: one or two aircraft of 25-70 m at the scene's ground sampling, at most
+    12 m/s; a moving one is drawn where it is at each frame's time."""
+    from mstt_stvsr.core.training import scenes
+
+    monkeypatch.setattr(scenes, "TAXIWAY_SHARE", 1.0)
+    gsd = 1.0
+    for seed in range(4):
+        scene = urban_scene(np.random.default_rng(seed), 320, 320, gsd, None, "train")
+        planes = [m for m in scene.movers if m.kind == "aircraft"]
+        assert 1 <= len(planes) <= 2
+        assert all(25 <= m.length * gsd <= 70 and abs(m.speed) * gsd <= 12 for m in planes)
+        moving = [m for m in planes if m.speed]
+        if not moving:
+            continue
+        only = Scene(scene.static, moving[:1], gsd, scene.sun, "urban", "x")
+        empty = Scene(scene.static, [], gsd, scene.sun, "urban", "x")
+        cam = Camera(dt=1.0)
+        a = render(only, cam, 3, 320, 320, np.random.default_rng(0)).astype(int)
+        b = render(empty, cam, 3, 320, 320, np.random.default_rng(0)).astype(int)
+        where = [np.argwhere(np.abs(a[t] - b[t]).sum(-1) > 30).mean(0) for t in (0, 2)]
+        shift = float(np.hypot(*(where[1] - where[0])))
+        assert 0.5 * 2 * abs(moving[0].speed) < shift < 1.5 * 2 * abs(moving[0].speed) + 2, shift
+        return
+    pytest.fail("no moving aircraft in 4 seeds")

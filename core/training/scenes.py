@@ -15,13 +15,17 @@ import numpy as np
 
 from .imagery import BIG, available, dihedral, fit, ground_texture, load_source, noise_texture, source_gsd
 from .shapes import darken, hull, paint, rect
-from .traffic import CAR_COLOURS, Mover, draw_mover, lane_movers
+from .traffic import CAR_COLOURS, Mover, draw_mover, lane_movers, taxiing_aircraft
 
 ROOF_COLOURS = np.array([  # RGB in [0, 1]: concrete, dark, white, terracotta, blue/green metal, tar
     (0.62, 0.62, 0.60), (0.40, 0.40, 0.41), (0.85, 0.85, 0.83), (0.62, 0.36, 0.28),
     (0.35, 0.47, 0.62), (0.42, 0.55, 0.50), (0.28, 0.28, 0.29), (0.72, 0.68, 0.60),
 ], np.float32)
 
+
+# Share of procedural cities crossed by a taxiway with aircraft (airports are common targets of
+# staring video satellites; their aircraft are the largest things that move on their own).
+TAXIWAY_SHARE = 0.1
 
 # Buildings at least this tall are drawn per frame, leaning with the view (parallax: see
 # clips.Camera.lean); the roofs of lower ones move less than ~0.1 px over a clip.
@@ -250,7 +254,29 @@ def urban_scene(rng, h: int, w: int, gsd: float, imagery, split: str) -> Scene:
     draw_roofs(img, rng, g, lots, grain)
     for m in lots.parked:
         draw_mover(img, m, 0.0, g.sun, g.ppm)
+    if rng.random() < TAXIWAY_SHARE:
+        aircraft, off_taxiway = draw_taxiway(img, rng, h, w, g.ppm)
+        movers += aircraft
+        lots.towers = [t for t in lots.towers if off_taxiway(t.foot)]  # drawn over the blocks
     return Scene(img, movers, gsd, g.sun, "urban", "procedural", sorted(lots.towers, key=lambda t: t.height_m))
+
+
+def draw_taxiway(img, rng, h: int, w: int, ppm: float):
+    """A concrete taxiway (30-50 m wide, yellow centreline) across the canvas; returns its
+    aircraft and a test of whether points (K, 2) all lie off it."""
+    ang = float(rng.uniform(0, math.pi))
+    d = np.array([math.cos(ang), math.sin(ang)]) * math.hypot(h, w) / 2
+    c = np.array([w, h]) * rng.uniform(0.35, 0.65, 2)
+    width = float(rng.uniform(30, 50)) * ppm
+    tone = float(rng.uniform(0.6, 0.75))
+    paint(img, rect(*c, 2 * float(np.linalg.norm(d)), width, ang), np.array([tone, tone, tone * 0.98]))
+    paint(img, rect(*c, 2 * float(np.linalg.norm(d)), max(0.3 * ppm, 0.35), ang), (0.85, 0.72, 0.2), 0.85)
+    normal = np.array([-math.sin(ang), math.cos(ang)])
+
+    def off_taxiway(pts) -> bool:
+        return bool(np.all(np.abs((np.asarray(pts) - c) @ normal) > width / 2))
+
+    return taxiing_aircraft(rng, c - d, c + d, ppm), off_taxiway
 
 
 # -- a real still -----------------------------------------------------------------------------

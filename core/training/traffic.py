@@ -1,5 +1,5 @@
-"""Things that move on their own in synthetic video: vehicles in lanes, animals and other small
-objects, each travelling along a polyline at constant speed and drawn at its position at the
+"""Things that move on their own in synthetic video: vehicles in lanes, aircraft taxiing,
+animals and other small objects, each travelling along a polyline at constant speed and drawn at its position at the
 frame's time, with its own shadow. Canvas pixels and seconds throughout.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Mover:
     length: float  # px
     width: float  # px
     colour: tuple
-    kind: str = "car"  # car | truck | blob
+    kind: str = "car"  # car | truck | aircraft | blob
     cum: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -49,6 +49,13 @@ def draw_mover(img: np.ndarray, m: Mover, t: float, sun: np.ndarray, px_per_m: f
     """Draw ``m`` at time ``t``: shadow towards ``sun`` (unit vector), body, and for vehicles the
     details that make them read as one."""
     x, y, ang = m.pose(t)
+    if m.kind == "aircraft":
+        parts = aircraft_parts(x, y, m.length, ang)
+        for part in parts:  # the shadow falls farther: the wings stand ~3 m above the apron
+            darken(img, part + sun * (3.0 * px_per_m), 0.5)
+        for part, shade in zip(parts, (1.0, 0.93, 0.93)):
+            paint(img, part, np.asarray(m.colour) * shade)
+        return
     body = rect(x, y, m.length, m.width, ang)
     darken(img, body + sun * (0.8 * px_per_m), 0.55)  # vehicle's own shadow
     if m.kind == "blob":
@@ -64,6 +71,31 @@ def draw_mover(img: np.ndarray, m: Mover, t: float, sun: np.ndarray, px_per_m: f
     else:  # truck / bus: a cab and a lighter roof box
         paint(img, rect(*(np.array([x, y]) + fwd * m.length * 0.4), m.length * 0.18, m.width, ang),
               np.asarray(m.colour) * 0.7)
+
+
+def aircraft_parts(x: float, y: float, length: float, ang: float) -> list:
+    """An airliner seen from above, ``length`` px nose to tail: fuselage, swept-back wings as one
+    span (span about the length) a little ahead of the middle, and the tailplane."""
+    fwd = np.array([math.cos(ang), math.sin(ang)])
+    c = np.array([x, y])
+    return [rect(*c, length, 0.11 * length, ang),
+            rect(*(c + fwd * 0.04 * length), 0.16 * length, 0.95 * length, ang),
+            rect(*(c - fwd * 0.42 * length), 0.09 * length, 0.34 * length, ang)]
+
+
+def taxiing_aircraft(rng, start, end, px_per_m: float) -> list[Mover]:
+    """One or two aircraft on a taxiway's centreline from start to end (canvas px): 25-70 m long,
+    white or light grey, taxiing at 3-12 m/s or holding (a quarter of them)."""
+    path = np.stack([np.asarray(start, float), np.asarray(end, float)])
+    length = float(np.linalg.norm(path[1] - path[0]))
+    out = []
+    for _ in range(int(rng.integers(1, 3))):
+        lm = float(rng.uniform(25, 70))
+        speed = 0.0 if rng.random() < 0.25 else float(rng.uniform(3, 12)) * float(rng.choice([-1, 1]))
+        tone = float(rng.uniform(0.8, 0.95))
+        out.append(Mover(path, float(rng.uniform(0.2, 0.8)) * length, speed * px_per_m, lm * px_per_m,
+                         0.95 * lm * px_per_m, (tone, tone, tone * 1.01), "aircraft"))
+    return out
 
 
 def lane_movers(rng, start, end, half_width: float, px_per_m: float, lanes_per_dir: int,
