@@ -36,6 +36,19 @@ def test_run_writes_outputs_and_lists_them(tmp_path, weights, capsys):
         assert ds.tags()["TIFFTAG_DATETIME"] == "2021:01:01 00:00:01"
 
 
+
+def test_a_run_without_a_tile_size_takes_the_cpu_tile_for_its_scene(tmp_path, weights, capsys):
+    """No --tile-size on a CPU: the run tiles a 100 x 100 scene as cost.cpu_tile chooses (2 x 2
+    tiles of 80 computes less than one of 160 at a higher cost per pixel), and says so."""
+    from mstt_stvsr.core.run import cost
+
+    paths = write_stack(tmp_path / "in", n=2, h=100, w=100, times=None)
+    assert cost.cpu_tile(100, 100, 16, None, "fp32") == 80
+    code = cli.main(["run", *paths, "-o", str(tmp_path / "out"), "--weights", weights, "--device", "cpu",
+                     "--precision", "fp32", "--times", "2021-01-01T00:00:00,2021-01-01T00:00:02"])
+    assert code == 0
+    assert "tiles: 2x2 of 80 px" in capsys.readouterr().err
+
 ERRORS = [
     (lambda p, d, w: [p[0]], "at least 2 frames"),
     (lambda p, d, w: [*p, "--weights", str(d / "missing.safetensors")], "weights file not found"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..net.spec import N_IN, SCALE
-from ..run import device
+from ..run import cost, device
 from ..run.options import RunOptions
 from ..run.progress import STAGES
 from .config import BenchConfig
@@ -41,10 +41,12 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
 
     dtype = device.resolve_precision(cfg.e2e_precision, meter.dev)
     precision = device.precision_name(dtype)
-    tile = (device.round_tile(cfg.e2e_tile) if cfg.e2e_tile
-            else device.default_tile_size(meter.dev, dtype, meter.model))
     overlap = device.DEFAULT_OVERLAP if cfg.overlap is None else int(cfg.overlap)
     size = int(cfg.scene)
+    # the tile a run of this scene would pick (on CUDA the largest that fits: its own untiled reference)
+    tile = (device.round_tile(cfg.e2e_tile) if cfg.e2e_tile
+            else cost.cpu_tile(size, size, overlap, None, precision) if meter.dev.type != "cuda"
+            else device.default_tile_size(meter.dev, dtype, meter.model))
     res = {"scene": size, "frames": N_IN, "tile": tile, "overlap": overlap, "precision": precision}
 
     ref = find_row(rows, precision, tile, 1)

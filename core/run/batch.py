@@ -327,11 +327,11 @@ def main(args) -> int:
                 from ..scale.run import BLOCK_TILES, run_stack_cluster
                 from ..scale.run import job_pixels as cluster_pixels
 
-                pixels = cluster_pixels(options, BLOCK_TILES)[1]
                 with connect(args.cluster) as client:
                     run = skipping_finished(lambda s: run_stack_cluster(s.inputs, s.output, options, client,
                                                                         hooks=hooks(s)), options, log,
-                                            lambda info: resume.fingerprint(info, weights, None, pixels))
+                                            lambda info: resume.fingerprint(
+                                                info, weights, None, cluster_pixels(options, BLOCK_TILES, info)[1]))
                     results = run_batch(stacks, run, log, parallel=min(STACKS_AT_ONCE, len(stacks)), stop=stop)
             else:
                 pixels = job_pixels(options)[3]

@@ -22,7 +22,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--weights", metavar="W", help="weights file (.safetensors or upstream .pth); default: the shipped weights")
     add("--tile-size", type=int, metavar="N",
-        help="tile size in input pixels, rounded up to a multiple of 80 (default: 160 on CPU, fitted to GPU memory)")
+        help="tile size in input pixels, rounded up to a multiple of 80 (default: 80 or 160 on CPU, whichever computes the scene faster on this CPU kind; fitted to GPU memory)")
     add("--overlap", type=int, metavar="N", help="overlap between tiles in input pixels (default 16)")
     add("--device", default="auto", choices=DEVICES, help="where to run (default auto: CUDA if available)")
     add("--precision", default="auto", choices=PRECISIONS,

@@ -58,6 +58,50 @@ def choose_tile(height: int, width: int, max_tile: int, overlap: int = 16, margi
     return max(t for t, c in costs.items() if c <= 1.03 * best)
 
 
+# Seconds per LR tile pixel of a 160-px forward over an 80-px one, full network, 2 cores,
+# measured per CPU kind and precision (median s / forward, README "Performance"): AMD EPYC with
+# AVX-512 BF16 2.394 / (4 x 0.506) in bf16, 4.882 / (4 x 0.959) in fp32; Intel Xeon with AMX
+# (issue 26, two idle runs) 2.332 / (4 x 0.4015) in bf16, 7.07 / (4 x 1.4695) in fp32. On these
+# CPUs the bigger tile falls out of cache; unmeasured kinds get the smallest ratio measured.
+CPU_TILE_COST = {("amx", "bf16"): 1.45, ("amx", "fp32"): 1.20,
+                 ("avx512_bf16", "bf16"): 1.18, ("avx512_bf16", "fp32"): 1.27}
+CPU_TILE_COST_OTHER = 1.18
+CPU_TILES = (80, 160)
+
+
+def cpu_grid_cost(height: int, width: int, tile: int, overlap: int, margin: int | None, ratio: float) -> float:
+    """Relative CPU time of the tiles of one time window over a scene: each tile's padded area
+    times its cost per pixel, 1 at 80 px and ``ratio`` from 160 px (linear between; a scene
+    smaller than the tile gets one smaller tile, which costs as its own size does)."""
+    ov = min(int(overlap), tile // 2)
+    m = ov // 2 if margin is None else int(margin)
+    lo, hi = min(CPU_TILES), max(CPU_TILES)
+    total = 0.0
+    for r in axis_spans(height, tile, ov, m, MULTIPLE):
+        for c in axis_spans(width, tile, ov, m, MULTIPLE):
+            side = max(padded(r.size), padded(c.size))
+            per_px = 1.0 + (ratio - 1.0) * min(1.0, max(0.0, (side - lo) / (hi - lo)))
+            total += padded(r.size) * padded(c.size) * per_px
+    return total
+
+
+def cpu_tile(height: int, width: int, overlap: int = 16, margin: int | None = None, precision: str = "fp32",
+             kind: str | None = None) -> int:
+    """The CPU tile (80 or 160) that computes a scene fastest on this CPU kind (``cpu_grid_cost``
+    with the measured ``CPU_TILE_COST``). Equal tiles spread over a scene can overshoot it by
+    almost a tile per axis, so the faster one depends on the scene: for 1024 x 1024 LR both
+    tilings compute 1.56x the scene and 80 wins; for 1000 x 1000, tile 160 computes 1.25x, tile
+    80 1.64x. Within 3 % the larger wins (fewer seams, more context); tiles no larger than twice
+    the overlap are left out."""
+    from .device import cpu_kind
+
+    ratio = CPU_TILE_COST.get((kind or cpu_kind(), precision), CPU_TILE_COST_OTHER)
+    fits = [t for t in CPU_TILES if 2 * int(overlap) < t] or [max(CPU_TILES)]
+    costs = {t: cpu_grid_cost(height, width, t, overlap, margin, ratio) for t in fits}
+    best = min(costs.values())
+    return max(t for t, c in costs.items() if c <= 1.03 * best)
+
+
 def tiles_per_forward(device: torch.device, tile: int, dtype: torch.dtype = torch.float32, nf: int = 64,
                       max_batch: int = 8, free_bytes: int | None = None) -> int:
     """How many tiles to stack into one forward: a GPU runs small tiles far below its peak, so

@@ -27,7 +27,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # flat from 80 to 240 px tiles (~290 us/px at overlap 16), peak memory is not (0.76 / 1.35 /
 # 2.29 GB for 80 / 160 / 240), and larger tiles give the attention more context and fewer seams.
 # 160 with 16 overlap (23 % extra work) is the balance; tools/tile_study.py measures quality.
-CPU_TILE = 160
+CPU_TILE = 160  # the largest tile a CPU run picks by itself (cost.cpu_tile chooses 80 or 160)
 DEFAULT_OVERLAP = 16
 MIN_TILE = 80
 MAX_TILE = 960
@@ -63,6 +63,13 @@ def cpu_info() -> dict:
 def cpu_flags() -> frozenset:
     """The processor's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
     return cpu_info()["flags"]
+
+
+def cpu_kind(flags: set | None = None) -> str:
+    """"amx" (Intel AMX tiles), "avx512_bf16" (AVX-512 BF16 without AMX, e.g. AMD EPYC Zen 4)
+    or "other": the CPU families whose speed per tile size was measured apart."""
+    flags = cpu_flags() if flags is None else flags
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "other"
 
 
 def cpu_fast_bf16(flags: set | None = None) -> bool:

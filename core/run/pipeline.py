@@ -151,6 +151,8 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     options.check()
     dev, dtype, known, pixels = job_pixels(options)
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
+    if known is None and dev.type != "cuda":  # the CPU's choice for this scene
+        known = auto_cpu_tile(info, options, dtype)
     preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
     space = preflight.check_space(info, outs.out_dir, options.cog,
                                   work=preflight.flows_on_disk(info, len(band_groups(len(info.color_bands)))))
@@ -192,14 +194,21 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
 
 
 def job_pixels(options: RunOptions) -> tuple:
-    """(device, dtype, tile known before the run or None, the options that change pixels as
-    ``resume.fingerprint`` records them) of a run in this process. The tile is known now unless
-    it is fitted to GPU memory (then it is checked once chosen)."""
+    """(device, dtype, the tile if the options give it, else None, the options that change
+    pixels as ``resume.fingerprint`` records them) of a run in this process. A tile the run
+    chooses (for the scene on a CPU, fitted to memory on a GPU) is recorded with the run's parts
+    and reused by ``--resume``, so the fingerprint, the same for every stack of a batch, holds
+    None for it."""
     dev = device.resolve_device(options.device)
     dtype = device.resolve_precision(options.precision, dev)
-    known = device.round_tile(options.tile_size) if options.tile_size else \
-        device.default_tile_size(dev) if dev.type != "cuda" else None
+    known = device.round_tile(options.tile_size) if options.tile_size else None
     return dev, dtype, known, resume.pixel_options(options, known, dev.type, device.precision_name(dtype))
+
+
+def auto_cpu_tile(info: StackInfo, options: RunOptions, dtype) -> int:
+    """The CPU tile for this scene (``cost.cpu_tile``), for one process and a cluster alike."""
+    ov = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
+    return cost.cpu_tile(info.height, info.width, ov, options.margin, device.precision_name(dtype))
 
 
 def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOptions, hooks: Hooks) -> Job:
@@ -212,10 +221,11 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     ov = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     if options.tile_size:
         tile = device.round_tile(options.tile_size)
+    elif dev.type != "cuda":  # the fastest tiling of this scene on this CPU
+        tile = auto_cpu_tile(info, options, dtype)
     else:  # the cheapest tiling of this scene among the tiles that fit in memory
-        largest = device.default_tile_size(dev, dtype, net)
-        tile = largest if dev.type != "cuda" else cost.choose_tile(
-            info.height, info.width, largest, ov, options.margin, device.model_width(net))
+        tile = cost.choose_tile(info.height, info.width, device.default_tile_size(dev, dtype, net), ov,
+                                options.margin, device.model_width(net))
     per_forward = int(options.tiles_per_forward
                       or cost.tiles_per_forward(dev, tile, dtype, device.model_width(net)))
     for line in info.summary().splitlines():

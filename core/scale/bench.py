@@ -67,13 +67,16 @@ def grid_of(path, options):
     """The tile grid a run of ``options`` uses for this scene (CPU tile default)."""
     import torch
 
-    from ..run import device
+    from ..run import cost, device
     from ..run.pipeline import make_grid
 
-    tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else options.overlap
     with rasterio.open(path) as ds:
-        return make_grid(ds.height, ds.width, tile, overlap, options.margin)
+        h, w = ds.height, ds.width
+    precision = device.precision_name(device.resolve_precision(options.precision, torch.device("cpu")))
+    tile = device.round_tile(options.tile_size) if options.tile_size else cost.cpu_tile(h, w, overlap, options.margin,
+                                                                                          precision)
+    return make_grid(h, w, tile, overlap, options.margin)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from ..geo.values import value_scaler
 from ..run import device, lifecycle, preflight, resume
 from ..run.finish import commit, run_record
 from ..run.options import DEFAULT_WORKER_WAIT, RunOptions
-from ..run.pipeline import Hooks, band_groups
+from ..run.pipeline import Hooks, auto_cpu_tile, band_groups
 from ..run.windows import plan_windows
 from . import tasks
 from .cluster import network_resources
@@ -38,7 +38,7 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     inputs, out_dir = absolute(inputs), os.path.abspath(out_dir)  # workers run in other folders
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
     weights = str(weights) if weights else None
-    tile, pixels = job_pixels(options, block_tiles)
+    tile, pixels = job_pixels(options, block_tiles, info)
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
     scaler, groups = value_scaler(info), tuple(band_groups(len(info.color_bands)))
@@ -80,10 +80,12 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
                 pass
 
 
-def job_pixels(options: RunOptions, block_tiles: int) -> tuple:
+def job_pixels(options: RunOptions, block_tiles: int, info) -> tuple:
     """(tile, the options that change pixels as ``resume.fingerprint`` records them) of a run
-    on a cluster: CPU tiles unless given, parts that are (window, block) regions."""
-    tile = device.round_tile(options.tile_size) if options.tile_size else device.default_tile_size(torch.device("cpu"))
+    on a cluster of the scene ``info``: the CPU tile for it unless given (chosen here, on the
+    client, so every worker cuts the same blocks), parts that are (window, block) regions."""
+    tile = device.round_tile(options.tile_size) if options.tile_size else \
+        auto_cpu_tile(info, options, device.resolve_precision(options.precision, torch.device("cpu")))
     engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"
     return tile, resume.pixel_options(options, tile, options.device, options.precision, engine=engine)
 
