@@ -203,9 +203,14 @@ def test_gpu_bench_script_dry_run(tmp_path):
     import sys
     from pathlib import Path
 
+    from mstt_stvsr.core.net.weights import save_weights
+
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "out"
-    env = dict(os.environ, DRY_RUN="1", OUT=str(out), WORK=str(tmp_path / "work"), PYTHON=sys.executable)
+    torch.manual_seed(0)
+    tiny = save_weights(MSTT(**TINY), tmp_path / "tiny.safetensors")  # the script's plumbing, not the network
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), WORK=str(tmp_path / "work"), PYTHON=sys.executable,
+               BENCH_WEIGHTS=str(tiny))
     r = subprocess.run(["bash", str(root / "tools" / "gpu_bench.sh")], capture_output=True, text=True,
                        env=env, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -218,8 +223,9 @@ def test_gpu_bench_script_dry_run(tmp_path):
     md = (out / "results.md").read_text()
     assert md.startswith("## MSTT benchmark on ") and "| fp32 | 80 | 1 | off |" in md
     assert "network waiting for scene optical flow" in md and "% of the wall time for flow and IO (flow " in md
+    assert "real run (fresh process" in md  # the end-to-end row checked against `mstt-stvsr run`
     for name in ("network", "e2e"):
-        json.loads((out / f"{name}.json").read_text())
+        assert json.loads((out / f"{name}.json").read_text())["model"] == f"weights {tiny}"
 
 
 def test_combine_parts_and_bench_without_rasterio():

@@ -52,9 +52,13 @@ def scene(tmp_path_factory, shipped):
     sys.path.insert(0, str(ROOT / "tools"))
     from tile_study import make_stack
 
+    from mstt_stvsr.core.run import cost
+
     tmp = tmp_path_factory.mktemp("tiled_quality")
-    tile, ov = accel.CPU_TILE, accel.DEFAULT_OVERLAP
+    tile, ov = min(cost.CPU_TILES), accel.DEFAULT_OVERLAP
     size = 2 * (tile - ov)  # with the default margin of ov/2: exactly 2 x 2 tiles, overlaps = ov
+    precision = accel.precision_name(accel.resolve_precision("auto", accel.resolve_device("cpu")))
+    assert cost.cpu_tile(size, size, ov, None, precision) == tile  # what a run of this scene picks
     paths, hr, _ = make_stack(tmp / "in", size, frames=2, seed=11)
     grid = make_grid(*read_stack_info(paths).shape, tile, ov)
     assert (len(grid.rows), len(grid.cols)) == (2, 2)

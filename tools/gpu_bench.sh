@@ -75,6 +75,9 @@ else
   E2E_ARGS=(--tiles 160 --batches 1 --precisions bf16 --reps 1 --scene 2048)
   COMPILE=(--tiles "${COMPILE_TILES:-160}" --batches 1 --precisions "${COMPILE_PRECISIONS:-bf16}")
 fi
+# BENCH_WEIGHTS: another weights file (the CPU dry-run test passes a tiny network's)
+WEIGHTS_ARG=()
+[ -z "${BENCH_WEIGHTS:-}" ] || WEIGHTS_ARG=(--weights "$BENCH_WEIGHTS")
 DEADLINE=$(( SECONDS + BUDGET_S ))
 MIN_PART_S=${MIN_PART_S:-40}  # less does not load, autotune and measure, let alone compile
 
@@ -90,7 +93,8 @@ part() {
   fi
   echo "== $name: limit ${limit} s ($(date +%T))"
   rm -f "$OUT/$name.json"  # a timed-out part must not report an earlier run's figures
-  timeout -k 10 "$limit" "$PY" -m mstt_stvsr.core bench --device "$DEVICE" --json "$OUT/$name.json" "$@" \
+  timeout -k 10 "$limit" "$PY" -m mstt_stvsr.core bench --device "$DEVICE" --json "$OUT/$name.json" \
+    ${WEIGHTS_ARG[@]+"${WEIGHTS_ARG[@]}"} "$@" \
     > "$OUT/$name.txt" 2> >(tee "$OUT/$name.log" >&2) || rc=$?
   PARTS+=("$name=$OUT/$name.json")
   case $rc in
