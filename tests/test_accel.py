@@ -89,7 +89,7 @@ def test_the_cpu_tile_is_the_faster_tiling_of_the_scene():
     """cost.cpu_tile weighs the tiles' area over the scene by the measured cost per pixel of each
     tile size: on 1024 x 1024 LR both tilings compute 1.56x the scene and 80 wins everywhere; on
     1000 x 1000 tile 160 computes 1.25x against 1.64x and wins where 160 costs less than 1.31x per
-    pixel (AMD bf16 1.18) but not on AMX in bf16 (1.45); a scene of one tile stays one tile; the
+    pixel (AMD bf16 1.10) but not on AMX in bf16 (1.45); a scene of one tile stays one tile; the
     overlap rules out a tile it would leave no pixels of its own."""
     from mstt_stvsr.core.run import cost
 

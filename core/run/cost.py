@@ -60,12 +60,13 @@ def choose_tile(height: int, width: int, max_tile: int, overlap: int = 16, margi
 
 # Seconds per LR tile pixel of a 160-px forward over an 80-px one, full network, 2 cores,
 # measured per CPU kind and precision (median s / forward, README "Performance"): AMD EPYC with
-# AVX-512 BF16 2.394 / (4 x 0.506) in bf16, 4.882 / (4 x 0.959) in fp32; Intel Xeon with AMX
-# (issue 26, two idle runs) 2.332 / (4 x 0.4015) in bf16, 7.07 / (4 x 1.4695) in fp32. On these
-# CPUs the bigger tile falls out of cache; unmeasured kinds get the smallest ratio measured.
+# AVX-512 BF16 2.394 / (4 x 0.506) = 1.18 and, on a slower EPYC, 5.222 / (4 x 1.262) = 1.03 in
+# bf16 (1.10 between them), 4.882 / (4 x 0.959) in fp32; Intel Xeon with AMX (issue 26, two
+# idle runs) 2.332 / (4 x 0.4015) in bf16, 7.07 / (4 x 1.4695) in fp32. The bigger tile falls
+# out of cache; unmeasured kinds get the AMD bf16 figure.
 CPU_TILE_COST = {("amx", "bf16"): 1.45, ("amx", "fp32"): 1.20,
-                 ("avx512_bf16", "bf16"): 1.18, ("avx512_bf16", "fp32"): 1.27}
-CPU_TILE_COST_OTHER = 1.18
+                 ("avx512_bf16", "bf16"): 1.10, ("avx512_bf16", "fp32"): 1.27}
+CPU_TILE_COST_OTHER = 1.10
 CPU_TILES = (80, 160)
 
 
