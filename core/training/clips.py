@@ -171,7 +171,8 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
     info = dict(seed=seed, kind=scene.kind, source=scene.source, gsd=round(scene.gsd, 3),
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),
-                psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers), towers=len(scene.towers),
+                psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers),
+                aircraft=sum(m.kind == "aircraft" for m in scene.movers), towers=len(scene.towers),
                 lean=[round(x, 3) for x in cam.lean], lean_rate_per_s=[round(x, 4) for x in cam.lean_rate],
                 jitter_px=round(cam.jitter, 4), jpeg_quality=cam.jpeg, flicker=round(cam.flicker, 5))
     return clip, info
