@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Replace the shipped weights by a training run's candidate and continue the training log.
 
-Run it only after ``make eval-candidate`` showed the candidate better than the shipped weights on
-both held-out sets (README: "Training data, training and the shipped weights"). It
+Run it only after the real-video validation (``make eval-real-candidate``, or the same clips
+with ``mstt-stvsr eval --crop``) showed the candidate better than the shipped weights, with a
+multi-frame gain that is not negative; the synthetic held-out sets are reported beside it, never
+decisive (README: "How good it is on real satellite video"). It
 
 - writes the candidate's tensors to ``resources/weights/mstt_default.safetensors`` (atomically)
   with the candidate's metadata, ``trained_steps`` made cumulative (shipped + the run's) and
