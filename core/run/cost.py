@@ -35,13 +35,24 @@ def window_flops(th: int, tw: int, nf: int = 64, frames_out: int = N_OUT, batch:
     return batch * (linear + attn)
 
 
-def grid_flops(height: int, width: int, tile: int, overlap: int, margin: int | None = None, nf: int = 64) -> float:
-    """Estimated FLOPs of all tiles of one time window over a scene (equal tiles per axis,
-    spread evenly as ``tiling.axis_spans`` does; the overlap is capped at half a tile)."""
+def grid_spans(height: int, width: int, tile: int, overlap: int, margin: int | None = None) -> tuple:
+    """(row spans, column spans) of a scene's tiles: equal tiles per axis, spread evenly as
+    ``tiling.axis_spans`` does, the overlap capped at half a tile, the margin half the overlap."""
     ov = min(int(overlap), tile // 2)
     m = ov // 2 if margin is None else int(margin)
-    rows = axis_spans(height, tile, ov, m, MULTIPLE)
-    cols = axis_spans(width, tile, ov, m, MULTIPLE)
+    return axis_spans(height, tile, ov, m, MULTIPLE), axis_spans(width, tile, ov, m, MULTIPLE)
+
+
+def cheapest(costs: dict) -> int:
+    """The tile of ``costs`` (tile -> cost) to use: within 3 % of the best, the larger wins
+    (fewer calls and seams, more context)."""
+    best = min(costs.values())
+    return max(t for t, c in costs.items() if c <= 1.03 * best)
+
+
+def grid_flops(height: int, width: int, tile: int, overlap: int, margin: int | None = None, nf: int = 64) -> float:
+    """Estimated FLOPs of all tiles of one time window over a scene (``grid_spans``)."""
+    rows, cols = grid_spans(height, width, tile, overlap, margin)
     return sum(window_flops(r.size, c.size, nf) for r in rows for c in cols)
 
 
@@ -53,9 +64,8 @@ def choose_tile(height: int, width: int, max_tile: int, overlap: int = 16, margi
     dearer per pixel, so the largest tile that fits in memory is rarely the cheapest. Within 3 %
     of the best, the larger tile wins (fewer calls, more context)."""
     max_tile = max(min_tile, (int(max_tile) // MULTIPLE) * MULTIPLE)
-    costs = {t: grid_flops(height, width, t, overlap, margin, nf) for t in range(min_tile, max_tile + 1, MULTIPLE)}
-    best = min(costs.values())
-    return max(t for t, c in costs.items() if c <= 1.03 * best)
+    return cheapest({t: grid_flops(height, width, t, overlap, margin, nf)
+                     for t in range(min_tile, max_tile + 1, MULTIPLE)})
 
 
 # Seconds per LR tile pixel of a 160-px forward over an 80-px one, full network, 2 cores,
@@ -74,12 +84,11 @@ def cpu_grid_cost(height: int, width: int, tile: int, overlap: int, margin: int 
     """Relative CPU time of the tiles of one time window over a scene: each tile's padded area
     times its cost per pixel, 1 at 80 px and ``ratio`` from 160 px (linear between; a scene
     smaller than the tile gets one smaller tile, which costs as its own size does)."""
-    ov = min(int(overlap), tile // 2)
-    m = ov // 2 if margin is None else int(margin)
     lo, hi = min(CPU_TILES), max(CPU_TILES)
+    rows, cols = grid_spans(height, width, tile, overlap, margin)
     total = 0.0
-    for r in axis_spans(height, tile, ov, m, MULTIPLE):
-        for c in axis_spans(width, tile, ov, m, MULTIPLE):
+    for r in rows:
+        for c in cols:
             side = max(padded(r.size), padded(c.size))
             per_px = 1.0 + (ratio - 1.0) * min(1.0, max(0.0, (side - lo) / (hi - lo)))
             total += padded(r.size) * padded(c.size) * per_px
@@ -98,9 +107,7 @@ def cpu_tile(height: int, width: int, overlap: int = 16, margin: int | None = No
 
     ratio = CPU_TILE_COST.get((kind or cpu_kind(), precision), CPU_TILE_COST_OTHER)
     fits = [t for t in CPU_TILES if 2 * int(overlap) < t] or [max(CPU_TILES)]
-    costs = {t: cpu_grid_cost(height, width, t, overlap, margin, ratio) for t in fits}
-    best = min(costs.values())
-    return max(t for t, c in costs.items() if c <= 1.03 * best)
+    return cheapest({t: cpu_grid_cost(height, width, t, overlap, margin, ratio) for t in fits})
 
 
 def tiles_per_forward(device: torch.device, tile: int, dtype: torch.dtype = torch.float32, nf: int = 64,

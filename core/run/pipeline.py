@@ -152,7 +152,7 @@ def run_stack(inputs, out_dir, options: RunOptions = RunOptions(), *, model=None
     dev, dtype, known, pixels = job_pixels(options)
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
     if known is None and dev.type != "cuda":  # the CPU's choice for this scene
-        known = auto_cpu_tile(info, options, dtype)
+        known = auto_cpu_tile(info.height, info.width, options, dtype)
     preflight.check_overlap(options.overlap, known, chosen=not options.tile_size)
     space = preflight.check_space(info, outs.out_dir, options.cog,
                                   work=preflight.flows_on_disk(info, len(band_groups(len(info.color_bands)))))
@@ -205,10 +205,10 @@ def job_pixels(options: RunOptions) -> tuple:
     return dev, dtype, known, resume.pixel_options(options, known, dev.type, device.precision_name(dtype))
 
 
-def auto_cpu_tile(info: StackInfo, options: RunOptions, dtype) -> int:
-    """The CPU tile for this scene (``cost.cpu_tile``), for one process and a cluster alike."""
+def auto_cpu_tile(height: int, width: int, options: RunOptions, dtype) -> int:
+    """The CPU tile for a scene (``cost.cpu_tile``), for one process, a cluster and their benches."""
     ov = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
-    return cost.cpu_tile(info.height, info.width, ov, options.margin, device.precision_name(dtype))
+    return cost.cpu_tile(height, width, ov, options.margin, device.precision_name(dtype))
 
 
 def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOptions, hooks: Hooks) -> Job:
@@ -222,7 +222,7 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     if options.tile_size:
         tile = device.round_tile(options.tile_size)
     elif dev.type != "cuda":  # the fastest tiling of this scene on this CPU
-        tile = auto_cpu_tile(info, options, dtype)
+        tile = auto_cpu_tile(info.height, info.width, options, dtype)
     else:  # the cheapest tiling of this scene among the tiles that fit in memory
         tile = cost.choose_tile(info.height, info.width, device.default_tile_size(dev, dtype, net), ov,
                                 options.margin, device.model_width(net))

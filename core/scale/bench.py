@@ -67,15 +67,14 @@ def grid_of(path, options):
     """The tile grid a run of ``options`` uses for this scene (CPU tile default)."""
     import torch
 
-    from ..run import cost, device
-    from ..run.pipeline import make_grid
+    from ..run import device
+    from ..run.pipeline import auto_cpu_tile, make_grid
 
     overlap = device.DEFAULT_OVERLAP if options.overlap is None else options.overlap
     with rasterio.open(path) as ds:
         h, w = ds.height, ds.width
-    precision = device.precision_name(device.resolve_precision(options.precision, torch.device("cpu")))
-    tile = device.round_tile(options.tile_size) if options.tile_size else cost.cpu_tile(h, w, overlap, options.margin,
-                                                                                          precision)
+    tile = device.round_tile(options.tile_size) if options.tile_size else \
+        auto_cpu_tile(h, w, options, device.resolve_precision(options.precision, torch.device("cpu")))
     return make_grid(h, w, tile, overlap, options.margin)
 
 

@@ -85,7 +85,8 @@ def job_pixels(options: RunOptions, block_tiles: int, info) -> tuple:
     on a cluster of the scene ``info``: the CPU tile for it unless given (chosen here, on the
     client, so every worker cuts the same blocks), parts that are (window, block) regions."""
     tile = device.round_tile(options.tile_size) if options.tile_size else \
-        auto_cpu_tile(info, options, device.resolve_precision(options.precision, torch.device("cpu")))
+        auto_cpu_tile(info.height, info.width, options,
+                      device.resolve_precision(options.precision, torch.device("cpu")))
     engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"
     return tile, resume.pixel_options(options, tile, options.device, options.precision, engine=engine)
 
