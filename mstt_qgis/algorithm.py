@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from ..core.net.spec import MULTIPLE
-from ..core.run.options import DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES
+from ..core.run.options import DEFAULT_OVERLAP, DEFAULT_WINDOWS, DEVICES, PRECISIONS, WINDOW_MODES
 from . import deps
 from .described import DescribedAlgorithm
 
@@ -31,7 +31,6 @@ CLI_OPTIONS = {"overwrite": "OVERWRITE", "times": "TIMES", "device": "DEVICE", "
 # Tile sizes are multiples of the network's padding unit (the engine rounds others up); 12 units
 # is the largest tile the engine's automatic choice uses.
 TILE_CHOICES = ("auto",) + tuple(str(MULTIPLE * k) for k in range(1, 13))
-DEFAULT_OVERLAP = 16  # core.run.device.DEFAULT_OVERLAP, restated here because that module imports torch
 
 # QGIS's help panel makes each line of shortHelpString a paragraph: one line per paragraph.
 HELP = "\n".join((

@@ -50,6 +50,7 @@ def test_tile_and_overlap_have_real_defaults_that_run_as_shown(qgis_app):
     a number with the engine's default, below the smallest tile."""
     from mstt_stvsr.core.net.spec import MULTIPLE
     from mstt_stvsr.core.run import device
+    from mstt_stvsr.core.run.options import DEFAULT_OVERLAP
     from qgis.core import QgsApplication
 
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
@@ -60,7 +61,7 @@ def test_tile_and_overlap_have_real_defaults_that_run_as_shown(qgis_app):
     assert all(device.round_tile(s) == s for s in sizes)  # each runs as the size it says
     assert (sizes[0], sizes[-1]) == (device.MIN_TILE, device.MAX_TILE)
     overlap = alg.parameterDefinition("OVERLAP")
-    assert overlap.defaultValue() == device.DEFAULT_OVERLAP
+    assert overlap.defaultValue() == DEFAULT_OVERLAP
     assert (overlap.minimum(), overlap.maximum()) == (0, device.MIN_TILE - 1)
 
 

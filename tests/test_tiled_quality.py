@@ -12,7 +12,7 @@ import rasterio
 
 from mstt_stvsr.core.run import device as accel
 from mstt_stvsr.core.geo.stack import hr_transform, read_stack_info
-from mstt_stvsr.core.run.options import RunOptions
+from mstt_stvsr.core.run.options import DEFAULT_OVERLAP, RunOptions
 from mstt_stvsr.core.run.pipeline import make_grid, run_stack
 from mstt_stvsr.core.run.tiling import seam_stats
 from mstt_stvsr.core.net.weights import default_weights_path, load_model
@@ -55,7 +55,7 @@ def scene(tmp_path_factory, shipped):
     from mstt_stvsr.core.run import cost
 
     tmp = tmp_path_factory.mktemp("tiled_quality")
-    tile, ov = min(cost.CPU_TILES), accel.DEFAULT_OVERLAP
+    tile, ov = min(cost.CPU_TILES), DEFAULT_OVERLAP
     size = 2 * (tile - ov)  # with the default margin of ov/2: exactly 2 x 2 tiles, overlaps = ov
     precision = accel.precision_name(accel.resolve_precision("auto", accel.resolve_device("cpu")))
     assert cost.cpu_tile(size, size, ov, None, precision) == tile  # what a run of this scene picks

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import InputError
 from ..run import device
-from ..run.options import DEVICES, PRECISIONS
+from ..run.options import DEFAULT_OVERLAP, DEVICES, PRECISIONS
 from .config import BenchConfig
 from .report import format_report, save_json
 from .suite import run_bench
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--e2e-tile", type=int, help="tile of the end-to-end run (default: the pipeline's default)")
     add("--e2e-precision", default="auto", choices=PRECISIONS, help="precision of the end-to-end run")
     add("--e2e-batch", type=int, help="tiles per forward in the end-to-end run (default: the pipeline's)")
-    add("--overlap", type=int, help=f"tile overlap of the end-to-end run (default {device.DEFAULT_OVERLAP})")
+    add("--overlap", type=int, help=f"tile overlap of the end-to-end run (default {DEFAULT_OVERLAP})")
     add("--threads", type=int, help="CPU threads (default: all available)")
     add("--weights", help="weights file (default: the shipped weights, else a random model)")
     add("--compile", action="store_true", help="torch.compile the network's stages first")

@@ -10,7 +10,7 @@ import torch
 
 from ..net.transformer import KERNEL_AUTO, KERNEL_SDPA, set_kernel
 from ..run import device
-from ..run.options import RunOptions
+from ..run.options import DEFAULT_OVERLAP, RunOptions
 from ..training.metrics import psnr
 from .config import BenchConfig
 from .end_to_end import timed_run
@@ -95,7 +95,7 @@ def window_plans(cfg: BenchConfig, meter: Meter, log) -> dict:
     dtype = device.resolve_precision("auto", meter.dev)
     res = {"frames": cfg.window_frames, "scene": cfg.window_scene}
     for mode in ("central", "fast"):
-        options = RunOptions(tile_size=cfg.window_scene, overlap=device.DEFAULT_OVERLAP, device=str(meter.dev),
+        options = RunOptions(tile_size=cfg.window_scene, overlap=DEFAULT_OVERLAP, device=str(meter.dev),
                              precision=device.precision_name(dtype), overwrite=True, threads=cfg.threads,
                              windows=mode)
         run = timed_run(options, cfg.window_scene, meter.model, meter.dev, cfg.workdir, frames=cfg.window_frames)

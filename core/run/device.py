@@ -28,7 +28,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # 2.29 GB for 80 / 160 / 240), and larger tiles give the attention more context and fewer seams.
 # 160 with 16 overlap (23 % extra work) is the balance; tools/tile_study.py measures quality.
 CPU_TILE = 160  # the largest tile a CPU run picks by itself (cost.cpu_tile chooses 80 or 160)
-DEFAULT_OVERLAP = 16
 MIN_TILE = 80
 MAX_TILE = 960
 # Peak activation bytes per LR tile pixel of the full model (nf=64) in the pipeline's inference

@@ -20,6 +20,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # Seconds a run on a Dask cluster waits while no worker is connected (a worker restarted by a
 # supervisor comes back within this) before it fails saying so, instead of waiting for ever.
 DEFAULT_WORKER_WAIT = 300
+# LR pixels each tile shares with its neighbours (blended across the seam).
+DEFAULT_OVERLAP = 16
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class RunOptions:
     ensemble: bool = False  # the 8 flips/rotations of each window, averaged (8x the cost)
     resume: bool = False  # reuse what an interrupted run of these outputs finished (core.run.resume)
     worker_wait: float = DEFAULT_WORKER_WAIT  # on a Dask cluster: seconds without any worker before failing
+
+    @property
+    def overlap_px(self) -> int:
+        """The tile overlap a run uses: the one asked for, else DEFAULT_OVERLAP."""
+        return DEFAULT_OVERLAP if self.overlap is None else int(self.overlap)
 
     def check(self) -> None:
         """Raise InputError for a value no run could use (the machine is not consulted)."""

@@ -207,8 +207,7 @@ def job_pixels(options: RunOptions) -> tuple:
 
 def auto_cpu_tile(height: int, width: int, options: RunOptions, dtype) -> int:
     """The CPU tile for a scene (``cost.cpu_tile``), for one process, a cluster and their benches."""
-    ov = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
-    return cost.cpu_tile(height, width, ov, options.margin, device.precision_name(dtype))
+    return cost.cpu_tile(height, width, options.overlap_px, options.margin, device.precision_name(dtype))
 
 
 def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOptions, hooks: Hooks) -> Job:
@@ -218,7 +217,7 @@ def plan_job(info: StackInfo, outs: OutputSet, model, dev, dtype, options: RunOp
     compiling.configure_backends(dev)
     net = device.prepare_model(model, dev)
     compiled = compiling.compile_stages(net, log=hooks.log) if options.compile else []
-    ov = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
+    ov = options.overlap_px
     if options.tile_size:
         tile = device.round_tile(options.tile_size)
     elif dev.type != "cuda":  # the fastest tiling of this scene on this CPU

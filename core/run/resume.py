@@ -58,10 +58,8 @@ def fingerprint(info, weights, model, pixels: dict) -> dict:
 
 
 def pixel_options(options, tile, device: str, precision: str, engine: str = SINGLE) -> dict:
-    from .device import DEFAULT_OVERLAP
-
     return {"engine": engine, "tile": tile,
-            "overlap": DEFAULT_OVERLAP if options.overlap is None else int(options.overlap),
+            "overlap": options.overlap_px,
             "margin": "half the overlap" if options.margin is None else int(options.margin),
             "device": device, "precision": precision, "windows": options.windows, "ensemble": bool(options.ensemble)}
 

@@ -70,7 +70,7 @@ def grid_of(path, options):
     from ..run import device
     from ..run.pipeline import auto_cpu_tile, make_grid
 
-    overlap = device.DEFAULT_OVERLAP if options.overlap is None else options.overlap
+    overlap = options.overlap_px
     with rasterio.open(path) as ds:
         h, w = ds.height, ds.width
     tile = device.round_tile(options.tile_size) if options.tile_size else \

@@ -39,7 +39,7 @@ def run_stack_cluster(inputs, out_dir, options: RunOptions, client, *, model=Non
     info, outs, model, weights = preflight.open_run(inputs, out_dir, options, model)
     weights = str(weights) if weights else None
     tile, pixels = job_pixels(options, block_tiles, info)
-    overlap = device.DEFAULT_OVERLAP if options.overlap is None else int(options.overlap)
+    overlap = options.overlap_px
     preflight.check_overlap(options.overlap, tile, chosen=not options.tile_size)
     scaler, groups = value_scaler(info), tuple(band_groups(len(info.color_bands)))
     # before any work or file: the frames, the flows and the parts (all in the work folder at the end)
