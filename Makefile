@@ -63,7 +63,7 @@ imagery: setup
 # synthesis.
 , := ,
 SYNTH := $(VENV)/bin/mstt-stvsr synth --quiet
-TRAIN_DATA := build/data/train_real
+TRAIN_DATA := build/data/train_city
 data: $(TRAIN_DATA)/clips.json build/data/test/clips.json build/data/test_soft/clips.json
 $(TRAIN_DATA)/clips.json: | imagery
 	$(SYNTH) --out $(TRAIN_DATA) --clips 256 --size 384 --split train --seed 11 --psf 0.6$(,)1.2

@@ -87,7 +87,7 @@ class FinetuneAlgorithm(DescribedAlgorithm):
             self.SYNTH_SHARE, "Share of synthetic training video mixed in", QgsProcessingParameterNumber.Double,
             defaultValue=SYNTH_SHARE, minValue=0.0, maxValue=0.95)
         share.setHelp("So that the network keeps what its synthetic training taught it; used when the plugin's "
-                      "synthetic set (build/data/train_real) is present, else your video alone.")
+                      "synthetic set (build/data/train_city) is present, else your video alone.")
         crop = QgsProcessingParameterNumber(self.CROP, "Training crop (input pixels, multiple of 4)",
                                             QgsProcessingParameterNumber.Integer,
                                             defaultValue=load_config(DEFAULT_CONFIG)["data"]["crop"], minValue=4)

@@ -1,6 +1,6 @@
 """Real video beside the synthesis: the statistics of core/training/videostats.py, as a table.
 
-    python tools/video_stats.py --real ../shared/realvideo/viso012 --synth build/data/train_real \
+    python tools/video_stats.py --real ../shared/realvideo/viso012 --synth build/data/train_city \
         [--synth-clips 40] [--out build/eval/video_stats.md]
 
 Real clips are read whole (native frames); synthetic clips are read from a training set on disk

@@ -23,7 +23,7 @@ scores before (``finetune.json``), the checkpoint (``last.pt``), the log and the
 training with a checkpoint, then the weights trained so far are validated and the better of
 them and the base is written: a stopped run still leaves its best weights.
 
-Without the synthetic set (the training config's ``data.root``, ``build/data/train_real``
+Without the synthetic set (the training config's ``data.root``, ``build/data/train_city``
 made by ``make data``; not in the plugin's ZIP) the default fine-tunes on the user's video alone and says so; a ``synth_data``
 that was asked for and is missing is an error.
 """
@@ -213,11 +213,11 @@ def finetune(videos, output, weights=None, minutes: float = 30.0, synth_data=Non
     synth_root, synth_note = None, None
     if synth_share > 0:
         asked = synth_data is not None
-        # default: the training config's data.root (build/data/train_real, `make data`), from the checkout
+        # default: the training config's data.root (build/data/train_city, `make data`), from the checkout
         synth_root = Path(synth_data).expanduser().absolute() if asked else PLUGIN_DIR / cfg["data"]["root"]
         if not synth_root.exists():
             if asked:
-                raise InputError(f"--synth-data {synth_root}: not found (make data writes build/data/train_real)")
+                raise InputError(f"--synth-data {synth_root}: not found (make data writes build/data/train_city)")
             synth_note = (f"note: no synthetic training set at {synth_root} (`make data` makes it); fine-tuning on "
                           "your video alone, which may forget some of what the synthetic set taught")
             synth_root, synth_share = None, 0.0
@@ -412,7 +412,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--synth-share", type=float, default=SYNTH_SHARE,
                         help=f"share of training samples from the synthetic set, so that the network does not forget "
                              f"(default {SYNTH_SHARE}; 0 = your video alone)")
-    parser.add_argument("--synth-data", help="the synthetic training set (default: build/data/train_real of `make data`; "
+    parser.add_argument("--synth-data", help="the synthetic training set (default: build/data/train_city of `make data`; "
                                              "when that is missing, your video alone)")
     parser.add_argument("--val-share", type=float, default=VAL_SHARE,
                         help=f"share of each video's last frames held out for validation (default {VAL_SHARE})")

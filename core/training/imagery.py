@@ -6,6 +6,7 @@ Images are float32 RGB in [0, 1], (H, W, 3).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,19 +26,28 @@ class Source:
     gsd: float  # native metres per pixel (nominal for the oblique aero photos)
     split: str  # "train" | "test" | "texture"
     rows: tuple = (0.0, 1.0)  # fraction of rows to use (cuts sky / horizon off oblique photos)
+    view: str = "ground"  # "ground": nadir orthophoto of land (also under procedural cities),
+    # "city": nadir satellite crop of a city (whole scenes only), "oblique": aerial photo
 
 
 CATALOGUE = {
     "yell528": Source("neon/2019_YELL_2_528000_4978000_image_crop2.png", 0.1, "train"),
     "osbs029": Source("neon/OSBS_029.png", 0.1, "train"),
     "soap031": Source("neon/SOAP_031.png", 0.1, "train"),
-    "aero1": Source("opencv/aero1.jpg", 1.0, "train", (0.35, 1.0)),
+    "aero1": Source("opencv/aero1.jpg", 1.0, "train", (0.35, 1.0), "oblique"),
+    # real satellite crops of cities (tools/fetch_imagery.py: solaris's SpaceNet samples)
+    "vegas": Source("spacenet/vegas.png", 0.3, "train", view="city"),
+    "atlanta": Source("spacenet/atlanta.png", 0.5, "train", view="city"),
+    "rotterdam1": Source("spacenet/rotterdam1.png", 0.5, "train", view="city"),
+    "rotterdam2": Source("spacenet/rotterdam2.png", 0.5, "train", view="city"),
+    "rotterdam3": Source("spacenet/rotterdam3.png", 0.5, "train", view="city"),
     # held out: evaluation clips and the sample stack only
     "yell541": Source("neon/2019_YELL_2_541000_4977000_image_crop.png", 0.1, "test"),
     "soap061": Source("neon/SOAP_061.png", 0.1, "test"),
-    "aero3": Source("opencv/aero3.jpg", 1.0, "test", (0.45, 1.0)),
+    "aero3": Source("opencv/aero3.jpg", 1.0, "test", (0.45, 1.0), "oblique"),
 }
-BIG = ("yell528", "yell541", "aero1", "aero3")  # large enough to be a whole scene
+# large enough to be a whole scene
+BIG = ("yell528", "yell541", "aero1", "aero3", "vegas", "atlanta", "rotterdam1", "rotterdam2", "rotterdam3")
 
 
 @lru_cache(maxsize=32)
@@ -65,14 +75,30 @@ def available(imagery, split: str) -> list[str]:
     return [n for n, s in CATALOGUE.items() if s.split == split and (Path(imagery) / s.path).is_file()]
 
 
-def source_gsd(rng, name: str) -> float:
-    """Target ground sampling for a source: 0.55-1 m for the orthophotos (towards Jilin-1
+CITY_FINEST = 0.55  # m: the finest a city crop is resampled to (the nadir stills' range starts here)
+
+
+def source_gsd(rng, name: str, extent_m: float | None = None) -> float:
+    """Target ground sampling for a source: 0.55-1 m for the nadir stills (towards Jilin-1
     video's ~1 m, where a car is 4-5 px long; the 10 cm stills are only 230 px wide at 1 m);
-    near native for aero."""
+    near native for aero. A city crop is taken no coarser than ``extent_m`` (its shorter side
+    over the canvas's longer one), down to 0.55 m: a street mirrored at the canvas edge is a
+    city no satellite sees (the smallest crops, 180 m, still mirror a little at 0.55 m)."""
     src = CATALOGUE[name]
-    if src.gsd >= 0.5:
+    if src.view == "oblique":
         return src.gsd * float(rng.uniform(1.0, 1.3))
-    return round(float(rng.uniform(0.55, 1.0)) / 0.05) * 0.05  # quantised so resamples are cached
+    gsd = round(float(rng.uniform(0.55, 1.0)) / 0.05) * 0.05  # quantised so resamples are cached
+    if src.view == "city" and extent_m is not None and gsd > extent_m:
+        gsd = max(math.floor(extent_m / 0.05) * 0.05, CITY_FINEST, src.gsd)
+    return gsd
+
+
+def extent(imagery, name: str) -> tuple[float, float]:
+    """(height, width) in metres of a catalogue still (its used rows), read from the header."""
+    src = CATALOGUE[name]
+    with Image.open(Path(imagery) / src.path) as im:
+        w, h = im.size
+    return h * (src.rows[1] - src.rows[0]) * src.gsd, w * src.gsd
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -115,7 +141,7 @@ def ground_texture(rng, h: int, w: int, gsd: float, imagery, split: str) -> np.n
     """(h, w, 3) ground at about ``gsd`` m/px: a random window of a random still of ``split``
     (orthophotos preferred), flipped/rotated and colour-jittered; procedural without stills."""
     names = available(imagery, split)
-    names = [n for n in names if CATALOGUE[n].gsd < 0.5] or names
+    names = [n for n in names if CATALOGUE[n].view == "ground"] or names
     if not names:
         return procedural_ground(rng, h, w)
     name = names[int(rng.integers(len(names)))]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .imagery import BIG, available, dihedral, fit, ground_texture, load_source, noise_texture, source_gsd
+from .imagery import BIG, available, dihedral, extent, fit, ground_texture, load_source, noise_texture, source_gsd
 from .shapes import darken, hull, paint, rect
 from .traffic import CAR_COLOURS, Mover, draw_mover, lane_movers, taxiing_aircraft
 
@@ -287,7 +287,7 @@ def real_scene(rng, h: int, w: int, imagery, split: str) -> Scene | None:
     if not names:
         return None
     name = names[int(rng.integers(len(names)))]
-    gsd = source_gsd(rng, name)
+    gsd = source_gsd(rng, name, min(extent(imagery, name)) / max(h, w))
     img = load_source(str(imagery), name, gsd)
     img = fit(dihedral(img, int(rng.integers(8))), h, w, rng).copy()
     ppm = 1.0 / gsd
