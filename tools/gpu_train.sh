@@ -2,7 +2,7 @@
 # Train the default weights on a lent GPU machine in one call, and bring them back.
 #
 # On the device tool (repository root, no internet, Python with torch/CUDA, OpenCV, safetensors;
-# carry build/imagery, 20 MB, made here by `make imagery`):
+# carry build/imagery, 24 MB, made here by `make imagery`):
 #   run(command="bash tools/gpu_train.sh 6.5", carry=["build/imagery"], timeout_s=560)
 # Dry run on this CPU (a few clips, a tiny network, seconds):
 #   DRY_RUN=1 bash tools/gpu_train.sh 0.3
@@ -10,8 +10,8 @@
 # Synthesises the training clips there (in parallel, one process per core, each a disjoint seed
 # stream as `make data` makes them), trains with bf16 from the shipped weights for MINUTES with
 # a cosine schedule over that time, and writes the weights, the log and the config to $OUT
-# (the device tool brings back what is under $OUT). Evaluate and commit them here, only if
-# `mstt-stvsr eval` improves on both held-out sets.
+# (the device tool brings back what is under $OUT). Evaluate them here on real video first
+# (`make eval-real-candidate`, README) and ship them only if that improves.
 set -euo pipefail
 MINUTES=${1:?usage: gpu_train.sh MINUTES}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
