@@ -287,7 +287,8 @@ def write_sources(out: Path) -> None:
             for n in NEON]
     rows += [f"| opencv/{n} | Debian opencv-doc | {'aerial photo, oblique' if n.startswith('aero') else 'facade photo (texture only)'}"
              f" | BSD-3-Clause / Apache-2.0 |" for n in OPENCV]
-    rows += [f"| spacenet/{n} | PyPI {SOLARIS} | satellite crop of {n[:-4].rstrip('123').title()}, "
+    place = {"vegas": "Las Vegas", "atlanta": "Atlanta"}
+    rows += [f"| spacenet/{n} | PyPI {SOLARIS} | satellite crop of {place.get(n[:-4], 'Rotterdam')}, "
              f"{'0.3' if n == 'vegas.png' else '0.5'} m, {'pan-sharpened' if SPACENET[n][1] else 'grey'} | "
              "Apache-2.0 (package); looks like SpaceNet (CC BY-SA 4.0) |" for n in SPACENET]
     (out / "SOURCES.md").write_text(SOURCES_MD.format(
