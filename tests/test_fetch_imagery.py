@@ -78,9 +78,9 @@ def test_a_crop_in_degrees_is_warped_to_square_metres(tmp_path):
 def test_city_stills_are_scaled_to_cover_the_canvas_but_not_finer_than_the_floor():
     rng = np.random.default_rng(0)
     city = [imagery.source_gsd(rng, "vegas", extent_m=0.7) for _ in range(200)]
-    assert max(city) <= 0.7 + 1e-9 and min(city) >= imagery.CITY_FINEST - 1e-9
+    assert max(city) <= 0.7 + 1e-9 and min(city) >= imagery.NADIR_GSD_M[0] - 1e-9
     small = [imagery.source_gsd(rng, "rotterdam2", extent_m=0.4) for _ in range(50)]
-    assert set(np.round(small, 3)) == {imagery.CITY_FINEST}
+    assert set(np.round(small, 3)) == {imagery.NADIR_GSD_M[0]}
     ground = [imagery.source_gsd(rng, "yell528", extent_m=0.4) for _ in range(200)]
     assert max(ground) > 0.9  # the orthophotos keep their 0.55-1 m range, as before
     assert all(imagery.CATALOGUE[n].split == "train" for n in imagery.CATALOGUE if imagery.CATALOGUE[n].view == "city")

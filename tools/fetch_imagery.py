@@ -230,7 +230,7 @@ def read_metric(path: Path):
         return out, inside > 0
 
 
-def spacenet_png(pan_path: Path, ms_path: Path | None, target: Path, gains=None) -> None:
+def spacenet_png(pan_path: Path, ms_path: Path | None, target: Path, gains: np.ndarray) -> None:
     """One SpaceNet crop as an 8-bit RGB PNG at its panchromatic resolution (see the module doc)."""
     import rasterio
     from PIL import Image

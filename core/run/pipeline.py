@@ -205,6 +205,14 @@ def job_pixels(options: RunOptions) -> tuple:
     return dev, dtype, known, resume.pixel_options(options, known, dev.type, device.precision_name(dtype))
 
 
+def cpu_run_tile(height: int, width: int, options: RunOptions) -> int:
+    """The tile a CPU run of this scene uses: the one asked for (rounded to the network's
+    unit), else ``auto_cpu_tile`` at the precision ``options`` gives on the CPU."""
+    if options.tile_size:
+        return device.round_tile(options.tile_size)
+    return auto_cpu_tile(height, width, options, device.resolve_precision(options.precision, torch.device("cpu")))
+
+
 def auto_cpu_tile(height: int, width: int, options: RunOptions, dtype) -> int:
     """The CPU tile for a scene (``cost.cpu_tile``), for one process, a cluster and their benches."""
     return cost.cpu_tile(height, width, options.overlap_px, options.margin, device.precision_name(dtype))

@@ -65,16 +65,12 @@ def main(argv=None) -> int:
 
 def grid_of(path, options):
     """The tile grid a run of ``options`` uses for this scene (CPU tile default)."""
-    import torch
-
-    from ..run import device
-    from ..run.pipeline import auto_cpu_tile, make_grid
+    from ..run.pipeline import cpu_run_tile, make_grid
 
     overlap = options.overlap_px
     with rasterio.open(path) as ds:
         h, w = ds.height, ds.width
-    tile = device.round_tile(options.tile_size) if options.tile_size else \
-        auto_cpu_tile(h, w, options, device.resolve_precision(options.precision, torch.device("cpu")))
+    tile = cpu_run_tile(h, w, options)
     return make_grid(h, w, tile, overlap, options.margin)
 
 

@@ -17,10 +17,10 @@ import torch
 
 from ..errors import Canceled, MsttError
 from ..geo.values import value_scaler
-from ..run import device, lifecycle, preflight, resume
+from ..run import lifecycle, preflight, resume
 from ..run.finish import commit, run_record
 from ..run.options import DEFAULT_WORKER_WAIT, RunOptions
-from ..run.pipeline import Hooks, auto_cpu_tile, band_groups
+from ..run.pipeline import Hooks, band_groups, cpu_run_tile
 from ..run.windows import plan_windows
 from . import tasks
 from .cluster import network_resources
@@ -84,9 +84,7 @@ def job_pixels(options: RunOptions, block_tiles: int, info) -> tuple:
     """(tile, the options that change pixels as ``resume.fingerprint`` records them) of a run
     on a cluster of the scene ``info``: the CPU tile for it unless given (chosen here, on the
     client, so every worker cuts the same blocks), parts that are (window, block) regions."""
-    tile = device.round_tile(options.tile_size) if options.tile_size else \
-        auto_cpu_tile(info.height, info.width, options,
-                      device.resolve_precision(options.precision, torch.device("cpu")))
+    tile = cpu_run_tile(info.height, info.width, options)
     engine = f"Dask, blocks of {block_tiles} x {block_tiles} tiles"
     return tile, resume.pixel_options(options, tile, options.device, options.precision, engine=engine)
 

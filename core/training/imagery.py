@@ -75,7 +75,8 @@ def available(imagery, split: str) -> list[str]:
     return [n for n, s in CATALOGUE.items() if s.split == split and (Path(imagery) / s.path).is_file()]
 
 
-CITY_FINEST = 0.55  # m: the finest a city crop is resampled to (the nadir stills' range starts here)
+NADIR_GSD_M = (0.55, 1.0)  # m: the ground sampling the nadir stills are resampled to
+GSD_STEP = 0.05  # m: target ground samplings are multiples of this, so resamples are cached
 
 
 def source_gsd(rng, name: str, extent_m: float | None = None) -> float:
@@ -87,9 +88,9 @@ def source_gsd(rng, name: str, extent_m: float | None = None) -> float:
     src = CATALOGUE[name]
     if src.view == "oblique":
         return src.gsd * float(rng.uniform(1.0, 1.3))
-    gsd = round(float(rng.uniform(0.55, 1.0)) / 0.05) * 0.05  # quantised so resamples are cached
+    gsd = round(float(rng.uniform(*NADIR_GSD_M)) / GSD_STEP) * GSD_STEP
     if src.view == "city" and extent_m is not None and gsd > extent_m:
-        gsd = max(math.floor(extent_m / 0.05) * 0.05, CITY_FINEST, src.gsd)
+        gsd = max(math.floor(extent_m / GSD_STEP) * GSD_STEP, NADIR_GSD_M[0], src.gsd)
     return gsd
 
 
