@@ -248,3 +248,35 @@ def test_cities_with_a_taxiway_have_aircraft_that_taxi(monkeypatch):
         assert 0.5 * 2 * abs(moving[0].speed) < shift < 1.5 * 2 * abs(moving[0].speed) + 2, shift
         return
     pytest.fail("no moving aircraft in 4 seeds")
+
+
+def test_optics_blur_is_fitted_to_a_fine_detail_target():
+    """With a detail target (videostats.detail: the finest band of the clip's mean frame, noise
+    averaged out) each clip's blur is fitted so that the clip measures it, whatever its scene;
+    a softer target gets a wider blur; without one the blur is drawn from the psf range."""
+    from mstt_stvsr.core.training.videostats import video_stats
+
+    def clip(seed, target):
+        return make_clip(seed, 192, 7, motion="stabilised", kind="urban", psf_range=(0.3, 2.0), detail=target)
+
+    for seed in range(3):
+        for target in ((-2.25, -2.25), (-2.38, -2.38)):
+            frames, info = clip(seed, target)
+            assert info["detail_target"] == target[0]
+            assert abs(video_stats(frames)["detail_log10"] - target[0]) < 0.03, (seed, target, info["psf_px"])
+        assert clip(seed, (-2.25, -2.25))[1]["psf_px"] < clip(seed, (-2.38, -2.38))[1]["psf_px"]
+    # out of reach (the noise left in the mean frame bounds it): the closest sigma, not a bound
+    assert 0.3 < clip(1, (-3.0, -3.0))[1]["psf_px"] < 2.0
+    plain = [make_clip(s, 192, 7, motion="stabilised", kind="urban", psf_range=(0.3, 2.0))[1] for s in range(3)]
+    assert all("detail_target" not in info for info in plain)
+
+
+def test_detail_option_takes_real_video_or_a_range():
+    from mstt_stvsr.core.training.clips import DETAIL_TARGET
+    from mstt_stvsr.core.training.synth import parse_detail
+
+    assert parse_detail(None) is None and parse_detail("real") == DETAIL_TARGET
+    assert parse_detail("-2.5,-2.3") == (-2.5, -2.3)
+    for bad in ("-2.3,-2.5", "sharp", "-2.5"):
+        with pytest.raises(InputError, match="--detail"):
+            parse_detail(bad)

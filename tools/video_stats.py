@@ -23,6 +23,7 @@ ROWS = [  # key, label, format
     ("flicker_rel", "brightness flicker (relative, frame to frame)", "{:.4f}"),
     ("trend_rel_per_frame", "brightness trend (relative per frame)", "{:+.4f}"),
     ("sharpness_log10", "sharpness: log10 power 0.25-0.5 / 0.05-0.15 cycles/px", "{:.2f}"),
+    ("detail_log10", "fine detail: that ratio of the clip's mean frame (noise averaged out)", "{:.2f}"),
 ]
 
 

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
 from .scenes import Scene, draw_tower, real_scene, urban_scene
 from .traffic import draw_mover, visible
+from .videostats import detail, luma
 
 PSF_RANGE = (0.0, 0.6)  # Gaussian sigma of the optics, HR px (0 = as sharp as the resampled still)
 
@@ -40,6 +41,12 @@ NOISE_DN = (6.0, 11.0)  # sensor noise sigma before compression, DN
 JPEG_QUALITY = (50, 75)  # per clip; each frame compressed on its own
 FLICKER = (0.0003, 0.0015)  # relative brightness change, random per frame
 GSD_M = (0.8, 1.2)  # Jilin-1 video's ground sampling, m per HR px: a car is 4-5 px long
+# Real video's fine detail (videostats.detail: the finest band of the clip's mean frame, where
+# the noise averages out; viso012: -2.49 to -2.37, mean -2.41). One blur sigma leaves a crisp
+# still and a soft procedural city 0.5 apart on it, so with a target (``make_clip(detail=...)``)
+# each clip's sigma is fitted, within the psf range, to a level drawn from this range
+# (``fit_psf``), instead of drawn uniformly.
+DETAIL_TARGET = (-2.50, -2.32)
 
 
 @dataclass
@@ -108,8 +115,45 @@ def polar(r: float, ang: float) -> tuple:
     return (r * math.cos(ang), r * math.sin(ang))
 
 
-def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng) -> np.ndarray:
-    """(frames, h, w, 3) uint8: movers drawn at their time, then the platform's view warped in."""
+def expose(view: np.ndarray, cam: Camera, light, noise: np.ndarray) -> np.ndarray:
+    """One frame as the sensor records it: (h, w, 3) float view (0-1) -> uint8 after the optics
+    blur, the illumination ``light`` (scalar or (h, w)), the sensor ``noise`` (DN) and JPEG."""
+    f = cv2.GaussianBlur(view, (0, 0), cam.psf) if cam.psf > 0.05 else view
+    light = np.asarray(light)
+    f = f * (light[..., None] if light.ndim else light) * 255.0 + noise
+    out = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    return compress(out, cam.jpeg) if cam.jpeg else out
+
+
+def fit_psf(view: np.ndarray, cam: Camera, target: float, bounds, frames: int, rng, step: float = 0.1) -> float:
+    """The blur sigma within ``bounds`` (HR px) at which ``frames`` exposures of ``view`` (the
+    camera's noise and JPEG, the same noise draws for every trial) measure ``target`` detail.
+    Sigmas are tried upwards in ``step``s and the first that reaches the target is refined
+    between it and the one before. Detail falls as the blur grows until the noise left in the
+    mean frame dominates its finest band and it rises again, so a scene that never reaches the
+    target gets the sigma that came closest."""
+    noise = [rng.normal(0, cam.noise, view.shape) for _ in range(frames)]
+
+    def measured(sigma: float) -> float:
+        trial = Camera(noise=cam.noise, psf=sigma, jpeg=cam.jpeg)
+        return detail(luma(np.stack([expose(view, trial, 1.0, n) for n in noise])))
+
+    lo, hi = float(bounds[0]), float(bounds[1])
+    tried = []
+    for sigma in np.append(np.arange(lo, hi, step), hi):
+        tried.append((float(sigma), measured(float(sigma))))
+        if tried[-1][1] <= target:
+            if len(tried) == 1:
+                return lo
+            (s0, d0), (s1, d1) = tried[-2:]
+            return s0 + (s1 - s0) * (d0 - target) / (d0 - d1)
+    return min(tried, key=lambda sd: sd[1])[0]
+
+
+def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng, detail_target: float | None = None,
+           psf_bounds=None) -> np.ndarray:
+    """(frames, h, w, 3) uint8: movers drawn at their time, then the platform's view warped in.
+    ``detail_target``: fit ``cam.psf`` (within ``psf_bounds``) on the first frame's view."""
     ch, cw = scene.static.shape[:2]
     cc = np.array([cw / 2, ch / 2])
     oc = np.array([w / 2, h / 2])
@@ -133,25 +177,24 @@ def render(scene: Scene, cam: Camera, frames: int, h: int, w: int, rng) -> np.nd
         m_aff = np.concatenate([a, (cc + d - a @ oc)[:, None]], axis=1)  # output px -> canvas px
         f = cv2.warpAffine(canvas, m_aff, (w, h), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REFLECT)
-        if cam.psf > 0.05:
-            f = cv2.GaussianBlur(f, (0, 0), cam.psf)
+        if t == 0 and detail_target is not None:
+            cam.psf = fit_psf(f, cam, detail_target, psf_bounds or PSF_RANGE, frames, rng)
         # uneven illumination drifting over the clip: a smooth field, 1 % at the ends
         light = (1.0 + cam.gain * k + (rng.normal(0, cam.flicker) if cam.flicker else 0.0)
                  + 0.01 * k / max(mid, 1) * np.sin(field_k[0] * xx + field_phase[0]) * np.cos(field_k[1] * yy + field_phase[1]))
-        f = f * light[..., None] * 255.0 + rng.normal(0, cam.noise, f.shape)
-        out[t] = np.clip(np.rint(f), 0, 255).astype(np.uint8)
-        if cam.jpeg:
-            out[t] = compress(out[t], cam.jpeg)
+        out[t] = expose(f, cam, light, rng.normal(0, cam.noise, f.shape))
     return out
 
 
 def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "train", imagery=None,
-              kind: str | None = None, psf_range=None, motion: str | None = None):
+              kind: str | None = None, psf_range=None, motion: str | None = None, detail=None):
     """One clip, deterministic from ``seed``: (frames uint8 (T, H, W, 3), info dict).
 
     kind: "urban" (procedural city on real ground texture), "real" (a window of a real still with
     optional traffic) or None (urban 60 %, real 40 %). ``imagery=None`` uses procedural ground.
-    motion: the camera's (``random_camera``).
+    motion: the camera's (``random_camera``). detail: (min, max) target (DETAIL_TARGET is real
+    video's): the optics blur is then fitted within ``psf_range`` to a level drawn from it
+    instead of drawn uniformly from ``psf_range``.
     """
     h, w = (size, size) if isinstance(size, int) else size
     if h % SCALE or w % SCALE:
@@ -167,12 +210,14 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
         gsd = round(float(rng.uniform(*GSD_M)) / 0.05) * 0.05
         scene = urban_scene(rng, ch, cw, gsd, imagery, split)
     scene.movers = visible(scene.movers, ch, cw, 40.0 / scene.gsd)
-    clip = render(scene, cam, frames, h, w, rng)
+    target = float(rng.uniform(*detail)) if detail is not None else None
+    clip = render(scene, cam, frames, h, w, rng, target, psf_range)
     info = dict(seed=seed, kind=scene.kind, source=scene.source, gsd=round(scene.gsd, 3),
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),
                 psf_px=round(cam.psf, 2), dt_s=round(cam.dt, 3), movers=len(scene.movers),
                 aircraft=sum(m.kind == "aircraft" for m in scene.movers), towers=len(scene.towers),
                 lean=[round(x, 3) for x in cam.lean], lean_rate_per_s=[round(x, 4) for x in cam.lean_rate],
-                jitter_px=round(cam.jitter, 4), jpeg_quality=cam.jpeg, flicker=round(cam.flicker, 5))
+                jitter_px=round(cam.jitter, 4), jpeg_quality=cam.jpeg, flicker=round(cam.flicker, 5),
+                **({} if target is None else dict(detail_target=round(target, 3))))
     return clip, info

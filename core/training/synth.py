@@ -15,16 +15,17 @@ from PIL import Image
 
 from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
-from .clips import PSF_RANGE, make_clip
+from .clips import DETAIL_TARGET, PSF_RANGE, make_clip
 from .imagery import IMAGERY_DIR
 
 
 def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0, imagery=None,
-                     frames: int = N_OUT, progress=True, psf_range=None, urban: float | None = None) -> Path:
+                     frames: int = N_OUT, progress=True, psf_range=None, urban: float | None = None,
+                     detail=None) -> Path:
     """Vimeo-septuplet layout: sequences/<clip>/0001/im1..im7.png + sep_{train,test}list.txt,
     and clips.json with each clip's parameters (``make_clip``'s info). ``frames`` > 7 (odd) makes
     long clips (im1 .. im<frames>); ``urban``: the share of procedural-city clips (default: as
-    ``make_clip`` draws it). Each clip's folder gets its ``info.json`` after its frames, so a
+    ``make_clip`` draws it); ``detail``: fit each clip's optics blur to it (``make_clip``). Each clip's folder gets its ``info.json`` after its frames, so a
     stopped run started again with the same arguments keeps the clips it finished (they are the
     ones it would make: each clip is deterministic from its seed)."""
     if frames < N_OUT or frames % 2 == 0:
@@ -42,22 +43,24 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
         kind = None if urban is None else "urban" if (i + 0.5) / clips <= urban else "real"
         rel = f"{i + 1:05d}/0001"
         d = out / "sequences" / rel
-        info = finished_clip(d, frames, dict(seed=clip_seed, size=list(np.broadcast_to(size, 2).tolist()),
-                                             split=split, kind=kind, psf_range=psf_range))
+        made_with = dict(seed=clip_seed, size=list(np.broadcast_to(size, 2).tolist()), split=split, kind=kind,
+                         psf_range=psf_range, **({} if detail is None else dict(detail=list(detail))))
+        info = finished_clip(d, frames, made_with)
         if info is None:
-            frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, kind=kind, psf_range=psf_range)
+            frames_u8, info = make_clip(clip_seed, size, frames, split, imagery, kind=kind, psf_range=psf_range,
+                                        detail=detail)
             d.mkdir(parents=True, exist_ok=True)
             for t, f in enumerate(frames_u8):
                 Image.fromarray(f).save(d / f"im{t + 1}.png", compress_level=1)
-            info = dict(info, made_with=dict(seed=clip_seed, size=list(np.broadcast_to(size, 2).tolist()),
-                                             split=split, kind=kind, psf_range=psf_range))
+            info = dict(info, made_with=made_with)
             (d / "info.json").write_text(json.dumps(info))
         entries.append(rel)
         infos.append(dict(clip=rel, **{k: v for k, v in info.items() if k != "made_with"}))
     (out / listname).write_text("\n".join(entries) + "\n")
     (out / "clips.json").write_text(json.dumps(dict(split=split, seed=seed, size=list(np.broadcast_to(size, 2).tolist()),
                                                     imagery=str(imagery) if imagery else None,
-                                                    psf_range=list(psf_range or PSF_RANGE), frames=frames,
+                                                    psf_range=list(psf_range or PSF_RANGE),
+                                                    detail_range=None if detail is None else list(detail), frames=frames,
                                                     urban=urban, clips=infos), indent=1))
     return out
 
@@ -91,6 +94,10 @@ def add_arguments(parser) -> None:
                              "procedural ground if missing")
     parser.add_argument("--psf", default=None, metavar="MIN,MAX",
                         help=f"range of the optics' Gaussian blur sigma in HR px (default {PSF_RANGE[0]},{PSF_RANGE[1]})")
+    parser.add_argument("--detail", nargs="?", const="real", default=None, metavar="MIN,MAX",
+                        help="fit each clip's blur, within the --psf range, to a fine-detail level drawn from "
+                             "MIN,MAX (videostats.detail); alone: real video's range, "
+                             f"{DETAIL_TARGET[0]},{DETAIL_TARGET[1]} (default: the blur drawn from the --psf range)")
     parser.add_argument("--sample", action="store_true", help="write the georeferenced sample stack instead")
     parser.add_argument("--quiet", action="store_true")
 
@@ -106,6 +113,22 @@ def parse_psf(text: str | None):
     if len(psf) != 2 or not 0 <= psf[0] <= psf[1]:
         raise InputError(f"--psf {text!r}: expected MIN,MAX with 0 <= MIN <= MAX (HR pixels)")
     return psf
+
+
+def parse_detail(text: str | None):
+    """``--detail`` -> None (not given), DETAIL_TARGET ("real") or (min, max)."""
+    if text is None:
+        return None
+    if text == "real":
+        return DETAIL_TARGET
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--detail {text!r}: expected MIN,MAX (log10 band ratios, such as "
+                         f"{DETAIL_TARGET[0]},{DETAIL_TARGET[1]})") from None
+    if not lo <= hi:
+        raise InputError(f"--detail {text!r}: MIN is above MAX")
+    return lo, hi
 
 
 def main(args) -> int:
@@ -124,5 +147,6 @@ def main(args) -> int:
     if args.size % SCALE:
         raise InputError(f"--size {args.size} is not a multiple of {SCALE}")
     write_septuplets(args.out, args.clips, args.size, args.split, args.seed, imagery, args.frames,
-                     progress=not args.quiet, psf_range=parse_psf(args.psf), urban=args.urban)
+                     progress=not args.quiet, psf_range=parse_psf(args.psf), urban=args.urban,
+                     detail=parse_detail(args.detail))
     return 0

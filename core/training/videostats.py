@@ -18,9 +18,10 @@ Every statistic takes native / HR frames, (T, H, W, 3) uint8, consecutive in tim
 * ``flicker``: brightness change between frames: the spread of each frame's mean over the
   clip's mean, relative, after a linear trend is taken out (the trend is reported too).
 * ``sharpness``: how much fine detail the frames hold: the power of the luma spectrum at
-  0.25-0.5 cycles/px over that at 0.05-0.15 cycles/px (log10), and the blur sigma (HR px) that
-  a Gaussian applied to a synthetic frame would need to show the same ratio is found by the
-  calibration tool, not here.
+  0.25-0.5 cycles/px over that at 0.05-0.15 cycles/px (log10), mean over the frames. In a
+  single frame the temporal noise dominates that finest band (blurring a noisy synthetic frame
+  more can even raise it), so ``detail`` takes the same ratio of the clip's mean frame, where
+  the noise averages out: the measure the synthesis fits its optics blur to (clips.fit_psf).
 """
 from __future__ import annotations
 
@@ -115,12 +116,20 @@ def sharpness(y: np.ndarray) -> float:
     return float(np.mean([math.log10(band_power(f, 0.25, 0.5) / band_power(f, 0.05, 0.15)) for f in y]))
 
 
+def detail(y: np.ndarray) -> float:
+    """``sharpness``'s band ratio of the clip's mean frame (T, H, W luma): the temporal noise,
+    which dominates a single frame's finest band, averages out of a stabilised clip's mean, so
+    this follows the optics' and the scene's fine detail."""
+    m = np.asarray(y, np.float64).mean(0)
+    return float(math.log10(band_power(m, 0.25, 0.5) / band_power(m, 0.05, 0.15)))
+
+
 def video_stats(frames: np.ndarray) -> dict:
     """Every statistic above for one clip of consecutive native / HR frames."""
     y = luma(frames)
     noise, _ = temporal_noise(y)
     return {**global_motion(y), **moving(frames, y), "noise_dn": noise, "blockiness": blockiness(y),
-            **flicker(y), "sharpness_log10": sharpness(y)}
+            **flicker(y), "sharpness_log10": sharpness(y), "detail_log10": detail(y)}
 
 
 def summarise(rows: list[dict]) -> dict:
