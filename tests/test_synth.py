@@ -259,15 +259,17 @@ def test_optics_blur_is_fitted_to_a_fine_detail_target():
     def clip(seed, target):
         return make_clip(seed, 192, 7, motion="stabilised", kind="urban", psf_range=(0.3, 2.0), detail=target)
 
-    for seed in range(3):
+    for seed in range(2):
+        psf = []
         for target in ((-2.25, -2.25), (-2.38, -2.38)):
             frames, info = clip(seed, target)
             assert info["detail_target"] == target[0]
             assert abs(video_stats(frames)["detail_log10"] - target[0]) < 0.03, (seed, target, info["psf_px"])
-        assert clip(seed, (-2.25, -2.25))[1]["psf_px"] < clip(seed, (-2.38, -2.38))[1]["psf_px"]
+            psf.append(info["psf_px"])
+        assert psf[0] < psf[1]
     # out of reach (the noise left in the mean frame bounds it): the closest sigma, not a bound
     assert 0.3 < clip(1, (-3.0, -3.0))[1]["psf_px"] < 2.0
-    plain = [make_clip(s, 192, 7, motion="stabilised", kind="urban", psf_range=(0.3, 2.0))[1] for s in range(3)]
+    plain = [make_clip(s, 192, 7, motion="stabilised", kind="urban", psf_range=(0.3, 2.0))[1] for s in range(2)]
     assert all("detail_target" not in info for info in plain)
 
 
