@@ -47,6 +47,7 @@ GSD_M = (0.8, 1.2)  # Jilin-1 video's ground sampling, m per HR px: a car is 4-5
 # each clip's sigma is fitted, within the psf range, to a level drawn from this range
 # (``fit_psf``), instead of drawn uniformly.
 DETAIL_TARGET = (-2.50, -2.32)
+FIT_PSF_RANGE = (0.3, 2.0)  # the sigmas (HR px) a fit may choose when no psf range is given
 
 
 @dataclass
@@ -193,8 +194,8 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
     kind: "urban" (procedural city on real ground texture), "real" (a window of a real still with
     optional traffic) or None (urban 60 %, real 40 %). ``imagery=None`` uses procedural ground.
     motion: the camera's (``random_camera``). detail: (min, max) target (DETAIL_TARGET is real
-    video's): the optics blur is then fitted within ``psf_range`` to a level drawn from it
-    instead of drawn uniformly from ``psf_range``.
+    video's): the optics blur is then fitted within ``psf_range`` (default FIT_PSF_RANGE) to a
+    level drawn from it instead of drawn uniformly from ``psf_range``.
     """
     h, w = (size, size) if isinstance(size, int) else size
     if h % SCALE or w % SCALE:
@@ -211,7 +212,7 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
         scene = urban_scene(rng, ch, cw, gsd, imagery, split)
     scene.movers = visible(scene.movers, ch, cw, 40.0 / scene.gsd)
     target = float(rng.uniform(*detail)) if detail is not None else None
-    clip = render(scene, cam, frames, h, w, rng, target, psf_range)
+    clip = render(scene, cam, frames, h, w, rng, target, psf_range or FIT_PSF_RANGE)
     info = dict(seed=seed, kind=scene.kind, source=scene.source, gsd=round(scene.gsd, 3),
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),

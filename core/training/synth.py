@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
-from .clips import DETAIL_TARGET, PSF_RANGE, make_clip
+from .clips import DETAIL_TARGET, FIT_PSF_RANGE, PSF_RANGE, make_clip
 from .imagery import IMAGERY_DIR
 
 
@@ -59,7 +59,7 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
     (out / listname).write_text("\n".join(entries) + "\n")
     (out / "clips.json").write_text(json.dumps(dict(split=split, seed=seed, size=list(np.broadcast_to(size, 2).tolist()),
                                                     imagery=str(imagery) if imagery else None,
-                                                    psf_range=list(psf_range or PSF_RANGE),
+                                                    psf_range=list(psf_range or (FIT_PSF_RANGE if detail else PSF_RANGE)),
                                                     detail_range=None if detail is None else list(detail), frames=frames,
                                                     urban=urban, clips=infos), indent=1))
     return out
@@ -93,7 +93,8 @@ def add_arguments(parser) -> None:
                         help=f"folder of tools/fetch_imagery.py (default {IMAGERY_DIR}); "
                              "procedural ground if missing")
     parser.add_argument("--psf", default=None, metavar="MIN,MAX",
-                        help=f"range of the optics' Gaussian blur sigma in HR px (default {PSF_RANGE[0]},{PSF_RANGE[1]})")
+                        help=f"range of the optics' Gaussian blur sigma in HR px (default {PSF_RANGE[0]},{PSF_RANGE[1]}; "
+                             f"with --detail {FIT_PSF_RANGE[0]},{FIT_PSF_RANGE[1]})")
     parser.add_argument("--detail", nargs="?", const="real", default=None, metavar="MIN,MAX",
                         help="fit each clip's blur, within the --psf range, to a fine-detail level drawn from "
                              "MIN,MAX (videostats.detail); alone: real video's range, "
