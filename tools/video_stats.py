@@ -1,10 +1,11 @@
 """Real video beside the synthesis: the statistics of core/training/videostats.py, as a table.
 
     python tools/video_stats.py --real ../shared/realvideo/viso012 --synth build/data/train_city \
-        [--synth-clips 40] [--out build/eval/video_stats.md]
+        [build/data/train_detail ...] [--synth-clips 40] [--out build/eval/video_stats.md]
 
-Real clips are read whole (native frames); synthetic clips are read from a training set on disk
-(the first N clips, their HR frames as written), so the table shows what training saw.
+Real clips are read whole (native frames); synthetic clips are read from training sets on disk
+(the first N clips of each, their HR frames as written; a column each), so the table shows what
+training saw.
 """
 from __future__ import annotations
 
@@ -33,27 +34,30 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", required=True, help="folder of real clip folders (native frames)")
-    ap.add_argument("--synth", required=True, help="a synthetic training set (mstt-stvsr synth)")
+    ap.add_argument("--synth", required=True, nargs="+", help="synthetic training sets (mstt-stvsr synth)")
     ap.add_argument("--synth-clips", type=int, default=40)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     real = FrameFoldersDataset([args.real])
     real_rows = [video_stats(real.clip(i).hr) for i in range(len(real))]
-    syn = open_dataset(args.synth)
-    n = min(args.synth_clips, len(syn))
-    syn_rows = [video_stats(syn.clip(i).hr) for i in range(n)]
-    r, s = summarise(real_rows), summarise(syn_rows)
-    lines = [f"| statistic | real ({len(real_rows)} clips of {Path(args.real).name}): mean (min-max) | "
-             f"synthesis ({n} clips of {Path(args.synth).name}): mean (min-max) |", "|---|---|---|"]
+    columns = [(f"real ({len(real_rows)} clips of {Path(args.real).name})", real_rows)]
+    for root in args.synth:
+        syn = open_dataset(root)
+        n = min(args.synth_clips, len(syn))
+        columns.append((f"synthesis ({n} clips of {Path(root).name})", [video_stats(syn.clip(i).hr) for i in range(n)]))
+    sums = [summarise(rows) for _, rows in columns]
+    lines = ["| statistic | " + " | ".join(f"{name}: mean (min-max)" for name, _ in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
     for key, label, fmt in ROWS:
-        cell = [f"{fmt.format(x[key]['mean'])} ({fmt.format(x[key]['min'])}-{fmt.format(x[key]['max'])})" for x in (r, s)]
-        lines.append(f"| {label} | {cell[0]} | {cell[1]} |")
+        cells = [f"{fmt.format(x[key]['mean'])} ({fmt.format(x[key]['min'])}-{fmt.format(x[key]['max'])})" for x in sums]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"real": real_rows, "synth": syn_rows}, indent=1))
+        Path(args.out).with_suffix(".json").write_text(json.dumps({"real": real_rows, **{
+            Path(root).name: rows for root, (_, rows) in zip(args.synth, columns[1:])}}, indent=1))
     return 0
 
 
