@@ -10,14 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..net.spec import N_IN, SCALE
-from ..run import device
-from ..run.options import RunOptions
+from ..run import cost, device
+from ..run.options import DEFAULT_OVERLAP, RunOptions
 from ..run.progress import STAGES
 from .config import BenchConfig
 from .flops import window_flop_plan
@@ -25,6 +24,8 @@ from .memory import reset_peak_rss, rss_bytes
 from .synthetic import write_synthetic_stack
 from .throughput import Meter, find_row
 
+# busy seconds per stage (pipeline's progress.Clock): the reader thread reads and crops flows,
+# the writer blends and writes, beside the network; wait_* is the network thread idling for them
 # pipeline log lines worth keeping in the report: the tiling it chose and any out-of-memory retry
 PIPELINE_LOG_KEPT = ("tiles:", "out of")
 # a real run of the stack must take within this of the bench's figure for the row to stand
@@ -36,20 +37,16 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
     """The end-to-end result (see ``report.format_report``). When ``rows`` lacks the untiled
     reference (this tile and precision, batch 1), it is measured now and appended to ``rows``
     marked ``extra``."""
-    from ..run import pipeline
+    from ..run.pipeline import make_grid
 
     dtype = device.resolve_precision(cfg.e2e_precision, meter.dev)
     precision = device.precision_name(dtype)
-    options = RunOptions(tile_size=cfg.e2e_tile or None, overlap=cfg.overlap, device=str(meter.dev),
-                         precision=precision, overwrite=True, threads=cfg.threads,
-                         tiles_per_forward=cfg.e2e_batch)
-    overlap = options.overlap_px
+    overlap = DEFAULT_OVERLAP if cfg.overlap is None else int(cfg.overlap)
     size = int(cfg.scene)
     # the tile a run of this scene would pick (on CUDA the largest that fits: its own untiled reference)
-    tile = (pipeline.cpu_run_tile(size, size, options) if meter.dev.type != "cuda"
-            else device.round_tile(cfg.e2e_tile) if cfg.e2e_tile
+    tile = (device.round_tile(cfg.e2e_tile) if cfg.e2e_tile
+            else cost.cpu_tile(size, size, overlap, None, precision) if meter.dev.type != "cuda"
             else device.default_tile_size(meter.dev, dtype, meter.model))
-    options = replace(options, tile_size=tile)
     res = {"scene": size, "frames": N_IN, "tile": tile, "overlap": overlap, "precision": precision}
 
     ref = find_row(rows, precision, tile, 1)
@@ -58,7 +55,7 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
         ref = dict(meter.measure(precision, dtype, tile, 1), extra=True)
         rows.append(ref)
 
-    grid = pipeline.make_grid(size, size, tile, overlap)
+    grid = make_grid(size, size, tile, overlap)
     res["grid"] = {"tiles": len(grid), "rows": len(grid.rows), "cols": len(grid.cols),
                    "area_factor": sum(r.size for r in grid.rows) * sum(c.size for c in grid.cols) / size ** 2}
     plan = window_flop_plan(meter.model, tile, N_IN, RunOptions().windows)
@@ -68,6 +65,8 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
         log(f"  {len(grid)} tiles of {tile} x {plan['windows']} time windows: network time estimated "
             f"at {est / 60:.1f} min")
 
+    options = RunOptions(tile_size=tile, overlap=overlap, device=str(meter.dev), precision=precision,
+                         overwrite=True, threads=cfg.threads, tiles_per_forward=cfg.e2e_batch)
     res.update(timed_run(options, size, meter.model, meter.dev, cfg.workdir, real_run=cfg.e2e_check))
     if ref.get("status") == "ok":
         res.update(overheads(res, ref))
