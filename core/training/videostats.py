@@ -111,17 +111,21 @@ def band_power(y2d: np.ndarray, lo: float, hi: float) -> float:
     return float(f[(r >= lo) & (r < hi)].mean())
 
 
+def band_ratio(y2d: np.ndarray) -> float:
+    """log10 of spectral power at 0.25-0.5 cycles/px over 0.05-0.15, one frame."""
+    return math.log10(band_power(y2d, 0.25, 0.5) / band_power(y2d, 0.05, 0.15))
+
+
 def sharpness(y: np.ndarray) -> float:
-    """log10 of spectral power at 0.25-0.5 cycles/px over 0.05-0.15 (mean over frames)."""
-    return float(np.mean([math.log10(band_power(f, 0.25, 0.5) / band_power(f, 0.05, 0.15)) for f in y]))
+    """``band_ratio``, mean over the frames."""
+    return float(np.mean([band_ratio(f) for f in y]))
 
 
 def detail(y: np.ndarray) -> float:
     """``sharpness``'s band ratio of the clip's mean frame (T, H, W luma): the temporal noise,
     which dominates a single frame's finest band, averages out of a stabilised clip's mean, so
     this follows the optics' and the scene's fine detail."""
-    m = np.asarray(y, np.float64).mean(0)
-    return float(math.log10(band_power(m, 0.25, 0.5) / band_power(m, 0.05, 0.15)))
+    return float(band_ratio(np.asarray(y, np.float64).mean(0)))
 
 
 def video_stats(frames: np.ndarray) -> dict:
