@@ -109,7 +109,7 @@ class SpaceTimeSRAlgorithm(DescribedAlgorithm):
         device = QgsProcessingParameterEnum(self.DEVICE, "Device", list(DEVICES), defaultValue="auto")
         device.setHelp("auto: a CUDA GPU if PyTorch sees one, else the CPU.")
         precision = QgsProcessingParameterEnum(self.PRECISION, "Precision", list(PRECISIONS), defaultValue="auto")
-        precision.setHelp("auto: bf16/fp16 on a GPU; bf16 on CPUs with AMX / AVX-512 BF16, else fp32.")
+        precision.setHelp("auto: bf16/fp16 on a GPU; bf16 on CPUs where it was measured faster (Intel AMX, AMD AVX-512 BF16), else fp32.")
         windows = QgsProcessingParameterEnum(self.WINDOWS, "Time windows", list(WINDOW_MODES),
                                              defaultValue=DEFAULT_WINDOWS)
         windows.setHelp("fast: one network window per 3 input frames (about 3x fewer than central, the same "

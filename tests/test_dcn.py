@@ -306,3 +306,11 @@ def test_inference_row_chunks_match_one_pass():
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked, dcn_ref(x.double(), offset.double(), mask.double(), weight.double(),
                                                 bias.double()).float(), atol=1e-5, rtol=1e-5)
+    # the network hands over channels_last maps (offset and mask as channel slices of one
+    # convolution's output): each chunk is copied out of them on its own
+    om = torch.cat([offset, mask], dim=1).to(memory_format=torch.channels_last)
+    n = offset.shape[1]
+    with torch.no_grad():
+        cl = modulated_deform_conv2d_pure(x.to(memory_format=torch.channels_last), om[:, :n], om[:, n:], weight, bias,
+                                          chunk_elements=2 * 4 * 9 * 9 * 3)
+    torch.testing.assert_close(cl, whole, atol=1e-5, rtol=1e-5)

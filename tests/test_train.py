@@ -204,8 +204,8 @@ def test_config_errors(tmp_path):
 
 
 def test_cpu_mixed_precision_choice():
-    """amp auto on CPU: bf16 where the processor computes it in hardware (2x faster steps
-    here), else fp32; fp16 needs CUDA; off is off."""
+    """amp auto on CPU: bf16 where it was measured faster than fp32 on this kind of processor
+    (inference's choice, core.run.device.cpu_fast_bf16), else fp32; fp16 needs CUDA; off is off."""
     from mstt_stvsr.core.run.device import cpu_fast_bf16
 
     cpu = torch.device("cpu")

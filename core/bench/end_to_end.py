@@ -16,7 +16,7 @@ import torch
 
 from ..net.spec import N_IN, SCALE
 from ..run import cost, device
-from ..run.options import DEFAULT_OVERLAP, RunOptions
+from ..run.options import RunOptions
 from ..run.progress import STAGES
 from .config import BenchConfig
 from .flops import window_flop_plan
@@ -41,7 +41,7 @@ def run_e2e(cfg: BenchConfig, meter: Meter, rows: list, log) -> dict:
 
     dtype = device.resolve_precision(cfg.e2e_precision, meter.dev)
     precision = device.precision_name(dtype)
-    overlap = DEFAULT_OVERLAP if cfg.overlap is None else int(cfg.overlap)
+    overlap = RunOptions(overlap=cfg.overlap).overlap_px
     size = int(cfg.scene)
     # the tile a run of this scene would pick (on CUDA the largest that fits: its own untiled reference)
     tile = (device.round_tile(cfg.e2e_tile) if cfg.e2e_tile

@@ -26,7 +26,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     add("--overlap", type=int, metavar="N", help="overlap between tiles in input pixels (default 16)")
     add("--device", default="auto", choices=DEVICES, help="where to run (default auto: CUDA if available)")
     add("--precision", default="auto", choices=PRECISIONS,
-        help="arithmetic (default auto: bf16 or fp16 on CUDA; bf16 on CPUs with AMX / AVX-512 BF16, else fp32)")
+        help="arithmetic (default auto: bf16 or fp16 on CUDA; bf16 on CPUs where it was measured faster: Intel AMX, AMD AVX-512 BF16; else fp32)")
     add("--tiles-per-forward", type=int, metavar="N",
         help="tiles stacked into one network call (default: 1 on CPU, fitted to free GPU memory)")
     add("--compile", action="store_true", help="torch.compile the network first (GPU; slow start, faster tiles)")

@@ -72,10 +72,13 @@ def choose_tile(height: int, width: int, max_tile: int, overlap: int = 16, margi
 # measured per CPU kind and precision (median s / forward, README "Performance"): AMD EPYC with
 # AVX-512 BF16 2.394 / (4 x 0.506) = 1.18 and, on a slower EPYC, 5.222 / (4 x 1.262) = 1.03 in
 # bf16 (1.10 between them), 4.882 / (4 x 0.959) in fp32; Intel Xeon with AMX (issue 26, two
-# idle runs) 2.332 / (4 x 0.4015) in bf16, 7.07 / (4 x 1.4695) in fp32. The bigger tile falls
-# out of cache; unmeasured kinds get the AMD bf16 figure.
+# idle runs) 2.332 / (4 x 0.4015) in bf16, 7.07 / (4 x 1.4695) in fp32; Intel Xeon with AVX-512
+# BF16 but no usable AMX (two runs, 2026-12-08) 6.578 / (4 x 1.387) and 6.353 / (4 x 1.394) in
+# fp32, its auto precision, 10.747 / (4 x 2.481) and 10.247 / (4 x 2.428) in bf16. The bigger
+# tile falls out of cache; unmeasured kinds get the AMD bf16 figure.
 CPU_TILE_COST = {("amx", "bf16"): 1.45, ("amx", "fp32"): 1.20,
-                 ("avx512_bf16", "bf16"): 1.10, ("avx512_bf16", "fp32"): 1.27}
+                 ("avx512_bf16", "bf16"): 1.10, ("avx512_bf16", "fp32"): 1.27,
+                 ("avx512_bf16_intel", "bf16"): 1.07, ("avx512_bf16_intel", "fp32"): 1.16}
 CPU_TILE_COST_OTHER = 1.10
 CPU_TILES = (80, 160)
 

@@ -1,9 +1,10 @@
 """Where and how the network runs: device, precision, memory layout, threads, tile size, and
 recovery from running out of memory (smaller tiles).
 
-CPU runs in fp32, unless the processor has bf16 matrix units (AMX or AVX-512 BF16, e.g. Xeon
-Sapphire Rapids): there bf16 autocast is 2-3.5x faster (measured) and within 0.05 dB of fp32
-(tested), so "auto" picks it; elsewhere reduced precision is emulated and slower. CUDA runs under
+CPU runs in fp32, unless bf16 autocast was measured faster on this kind of processor
+(``CPU_BF16_SPEEDUP``: AMX tiles 3.7x, AMD's AVX-512 BF16 1.9x) and stays within 0.05 dB of fp32
+(tested), so "auto" picks it there; elsewhere it is slower, even on an Intel Xeon with AVX-512 BF16
+but no usable AMX (0.59x: a VM that hides AMX). CUDA runs under
 autocast in bf16 where the GPU supports it (fp32's range, so the attention's long dot products
 cannot overflow), else fp16, with channels_last convolutions. The default tile is the largest
 that the free GPU memory holds (measured activation cost per LR pixel), a fixed size on CPU.
@@ -38,15 +39,16 @@ BYTES_PER_LR_PX_FP32 = 40_000
 
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
-    """The first processor's ``model name``, ``cpu MHz`` (float or None) and feature ``flags``
-    (a frozenset), from Linux /proc/cpuinfo; a name from ``platform`` and no flags elsewhere."""
-    info = {"model name": platform.processor() or "CPU", "cpu MHz": None, "flags": frozenset()}
+    """The first processor's ``model name``, ``vendor_id``, ``cpu MHz`` (float or None) and feature
+    ``flags`` (a frozenset), from Linux /proc/cpuinfo; a name from ``platform`` and no vendor or
+    flags elsewhere."""
+    info = {"model name": platform.processor() or "CPU", "vendor_id": "", "cpu MHz": None, "flags": frozenset()}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name":
+                if key in ("model name", "vendor_id"):
                     info[key] = value.strip()
                 elif key == "cpu MHz":
                     info[key] = float(value)
@@ -64,18 +66,31 @@ def cpu_flags() -> frozenset:
     return cpu_info()["flags"]
 
 
-def cpu_kind(flags: set | None = None) -> str:
-    """"amx" (Intel AMX tiles), "avx512_bf16" (AVX-512 BF16 without AMX, e.g. AMD EPYC Zen 4)
-    or "other": the CPU families whose speed per tile size was measured apart."""
-    flags = cpu_flags() if flags is None else flags
-    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "other"
+# Speed of bf16 autocast over fp32 per CPU kind: median seconds per forward of the full network
+# on an 80-px LR tile, 2 cores (README "Performance"). Intel AMX 1.467 / 0.394 (issue 26, idle);
+# AMD EPYC with AVX-512 BF16 0.959 / 0.506; an Intel Xeon with AVX-512 BF16 whose hypervisor hides
+# AMX 1.467 / 2.503, twice in a row (oneDNN's bf16 convolutions without AMX tiles are no faster
+# than fp32 there, and the casts around them cost the rest). Unmeasured kinds run fp32.
+CPU_BF16_SPEEDUP = {"amx": 3.72, "avx512_bf16": 1.90, "avx512_bf16_intel": 0.59}
 
 
-def cpu_fast_bf16(flags: set | None = None) -> bool:
-    """True when the CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16 dot products)
-    and oneDNN is there to use it."""
+def cpu_kind(flags: set | None = None, vendor: str | None = None) -> str:
+    """The CPU families whose speeds were measured apart: "amx" (Intel AMX tiles),
+    "avx512_bf16_intel" (an Intel CPU with AVX-512 BF16 but no AMX), "avx512_bf16" (AVX-512 BF16
+    elsewhere, e.g. AMD EPYC Zen 4) or "other". ``flags`` / ``vendor``: this machine's by default."""
     flags = cpu_flags() if flags is None else flags
-    return bool({"amx_bf16", "avx512_bf16"} & flags) and torch.backends.mkldnn.is_available()
+    vendor = cpu_info()["vendor_id"] if vendor is None else vendor
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16_intel" if vendor == "GenuineIntel" else "avx512_bf16"
+    return "other"
+
+
+def cpu_fast_bf16(flags: set | None = None, vendor: str | None = None) -> bool:
+    """True when bf16 autocast was measured faster than fp32 on this CPU kind
+    (``CPU_BF16_SPEEDUP``) and oneDNN is there to run it."""
+    return CPU_BF16_SPEEDUP.get(cpu_kind(flags, vendor), 0.0) > 1.0 and torch.backends.mkldnn.is_available()
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:

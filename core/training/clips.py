@@ -50,6 +50,12 @@ DETAIL_TARGET = (-2.50, -2.32)
 FIT_PSF_RANGE = (0.3, 2.0)  # the sigmas (HR px) a fit may choose when no psf range is given
 
 
+def psf_limits(psf_range=None, detail=None) -> tuple:
+    """The optics blur sigmas (HR px) a clip may get: ``psf_range`` if given, else the range a
+    fit to a ``detail`` target chooses within, else the range the blur is drawn from."""
+    return tuple(psf_range) if psf_range else FIT_PSF_RANGE if detail is not None else PSF_RANGE
+
+
 @dataclass
 class Camera:
     """Platform motion in HR pixels per frame; applied about the frame centre."""
@@ -91,7 +97,7 @@ def random_camera(rng, psf_range=None, motion: str | None = None) -> Camera:
         zoom=float(rng.uniform(-1e-3, 1e-3)) * (0.01 if stable else 1.0),
         gain=float(rng.uniform(-0.001, 0.001)),
         noise=float(rng.uniform(*NOISE_DN)),
-        psf=float(rng.uniform(*(psf_range or PSF_RANGE))),
+        psf=float(rng.uniform(*psf_limits(psf_range))),
         dt=float(rng.uniform(0.07, 0.2)),  # 5-15 fps video
         lean=polar(float(rng.uniform(0.0, 0.3)), float(rng.uniform(0, 2 * math.pi))),
         lean_rate=polar(float(rng.uniform(0.004, 0.02)), float(rng.uniform(0, 2 * math.pi))),
@@ -212,7 +218,7 @@ def make_clip(seed: int, size=(256, 256), frames: int = N_OUT, split: str = "tra
         scene = urban_scene(rng, ch, cw, gsd, imagery, split)
     scene.movers = visible(scene.movers, ch, cw, 40.0 / scene.gsd)
     target = float(rng.uniform(*detail)) if detail is not None else None
-    clip = render(scene, cam, frames, h, w, rng, target, psf_range or FIT_PSF_RANGE)
+    clip = render(scene, cam, frames, h, w, rng, target, psf_limits(psf_range, detail))
     info = dict(seed=seed, kind=scene.kind, source=scene.source, gsd=round(scene.gsd, 3),
                 drift_px_per_frame=[round(x, 3) for x in cam.drift], rotation_deg_per_frame=round(cam.rotation, 4),
                 zoom_per_frame=round(cam.zoom, 5), gain_per_frame=round(cam.gain, 4), noise_dn=round(cam.noise, 2),

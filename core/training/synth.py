@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..net.spec import N_OUT, SCALE
-from .clips import DETAIL_TARGET, FIT_PSF_RANGE, PSF_RANGE, make_clip
+from .clips import DETAIL_TARGET, FIT_PSF_RANGE, PSF_RANGE, make_clip, psf_limits
 from .imagery import IMAGERY_DIR
 
 
@@ -59,7 +59,7 @@ def write_septuplets(out, clips: int, size, split: str = "train", seed: int = 0,
     (out / listname).write_text("\n".join(entries) + "\n")
     (out / "clips.json").write_text(json.dumps(dict(split=split, seed=seed, size=list(np.broadcast_to(size, 2).tolist()),
                                                     imagery=str(imagery) if imagery else None,
-                                                    psf_range=list(psf_range or (FIT_PSF_RANGE if detail else PSF_RANGE)),
+                                                    psf_range=list(psf_limits(psf_range, detail)),
                                                     detail_range=None if detail is None else list(detail), frames=frames,
                                                     urban=urban, clips=infos), indent=1))
     return out
