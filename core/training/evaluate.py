@@ -296,8 +296,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from ..run.allocator import keep_freed_memory
     from ..run.device import resolve_device, set_threads
 
+    keep_freed_memory()  # this process is the evaluation: its forwards reuse their memory
     if args.threads:
         set_threads(args.threads)
     res = evaluate(args.data, args.weights, args.out, resolve_device(args.device), args.limit, progress=not args.quiet,

@@ -232,5 +232,8 @@ def main(args) -> int:
         ckpt = args.resume if args.resume not in (None, "auto") else Path(cfg["train"]["out"]) / "last.pt"
         print(export_checkpoint(ckpt, args.export))
         return 0
+    from ..run.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process is the training: each step reuses the last one's memory
     run_training(cfg, resume=args.resume, export=args.export, progress=not args.quiet)
     return 0
