@@ -117,6 +117,24 @@ def test_multiframe_gain_in_the_report(testset, tmp_path):
     assert "Multi-frame gain" in text and f"Worst clip: {mf['worst']['copies']['clip']}" in text
 
 
+def test_multiframe_real_outputs_in_one_forward(testset):
+    """The real-neighbour outputs of all 4 input times come from one forward keeping the 4 of
+    them; each kept frame is reconstructed on its own, so they are the frames a forward keeping
+    only that one makes (the same float operations; 1 DN allows a rounding flip should a
+    library reorder a sum for the other call shape), and frames of other times would differ."""
+    from mstt_stvsr.core.training.datasets import open_dataset
+    from mstt_stvsr.core.training.multiframe import outputs_at, to_tensor
+    from nets import tiny_mstt
+
+    model = tiny_mstt().eval()
+    lr = to_tensor(open_dataset(testset).clip(0).lr[:4])
+    together = outputs_at(model, lr, range(4))
+    for k in range(4):
+        alone = outputs_at(model, lr, [k])[0]
+        assert np.abs(together[k].astype(int) - alone.astype(int)).max() <= 1
+    assert np.abs(together[0].astype(int) - together[3].astype(int)).max() > 1
+
+
 @pytest.fixture(scope="module")
 def longset(tmp_path_factory):
     """Two long clips: 11 HR frames, 6 LR inputs, so window plans and tiles are exercised."""

@@ -43,21 +43,22 @@ def control_clip(lr_u8: np.ndarray, k: int, control: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def output_at(model, lr: torch.Tensor, k: int) -> np.ndarray:
-    """The network's HR frame at input time k, (H, W, 3) uint8."""
-    y = model(lr, flows_tensor(lr, model.flow_kind), keep=[INPUT_POS[k]])[0, 0]
-    return y.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+def outputs_at(model, lr: torch.Tensor, ks) -> list:
+    """The network's HR frames at input times ``ks``, each (H, W, 3) uint8, from one forward
+    (each kept frame is reconstructed on its own, so one frame or several give the same)."""
+    y = model(lr, flows_tensor(lr, model.flow_kind), keep=[INPUT_POS[k] for k in ks])[0]
+    return [f.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy() for f in y]
 
 
 def clip_gain(model, lr_u8: np.ndarray, hr_u8: np.ndarray) -> dict:
-    """Mean PSNR over the clip's input times with real neighbours and with each control."""
-    real = to_tensor(lr_u8)
-    scores = {"real": [], **{c: [] for c in CONTROLS}}
+    """Mean PSNR over the clip's input times with real neighbours (one forward for all of them)
+    and with each control (one forward per time: each control clip is made for its time)."""
+    gts = [hr_u8[INPUT_POS[k]] for k in range(N_IN)]
+    scores = {"real": [psnr(y, gt) for y, gt in zip(outputs_at(model, to_tensor(lr_u8), range(N_IN)), gts)],
+              **{c: [] for c in CONTROLS}}
     for k in range(N_IN):
-        gt = hr_u8[INPUT_POS[k]]
-        scores["real"].append(psnr(output_at(model, real, k), gt))
         for c in CONTROLS:
-            scores[c].append(psnr(output_at(model, control_clip(lr_u8, k, c), k), gt))
+            scores[c].append(psnr(outputs_at(model, control_clip(lr_u8, k, c), [k])[0], gts[k]))
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
