@@ -4,7 +4,7 @@ recovery from running out of memory (smaller tiles).
 CPU runs in fp32, unless bf16 autocast was measured faster on this kind of processor
 (``CPU_BF16_SPEEDUP``: AMX tiles 3.7x, AMD's AVX-512 BF16 1.9x) and stays within 0.05 dB of fp32
 (tested), so "auto" picks it there; elsewhere it is slower, even on an Intel Xeon with AVX-512 BF16
-but no usable AMX (0.59x: a VM that hides AMX). CUDA runs under
+but no usable AMX (0.56-0.71x: a VM that hides AMX). CUDA runs under
 autocast in bf16 where the GPU supports it (fp32's range, so the attention's long dot products
 cannot overflow), else fp16, with channels_last convolutions. The default tile is the largest
 that the free GPU memory holds (measured activation cost per LR pixel), a fixed size on CPU.
@@ -69,9 +69,10 @@ def cpu_flags() -> frozenset:
 # Speed of bf16 autocast over fp32 per CPU kind: median seconds per forward of the full network
 # on an 80-px LR tile, 2 cores (README "Performance"). Intel AMX 1.467 / 0.394 (issue 26, idle);
 # AMD EPYC with AVX-512 BF16 0.959 / 0.506; an Intel Xeon with AVX-512 BF16 whose hypervisor hides
-# AMX 1.467 / 2.503, twice in a row (oneDNN's bf16 convolutions without AMX tiles are no faster
-# than fp32 there, and the casts around them cost the rest). Unmeasured kinds run fp32.
-CPU_BF16_SPEEDUP = {"amx": 3.72, "avx512_bf16": 1.90, "avx512_bf16_intel": 0.59}
+# AMX 1.387 / 2.481 and 1.394 / 2.428, two runs in a row (0.59-0.71x in three earlier ones):
+# oneDNN's bf16 convolutions without AMX tiles are no faster than fp32 there, and the casts
+# around them cost the rest. Unmeasured kinds run fp32.
+CPU_BF16_SPEEDUP = {"amx": 3.72, "avx512_bf16": 1.90, "avx512_bf16_intel": 0.57}
 
 
 def cpu_kind(flags: set | None = None, vendor: str | None = None) -> str:
