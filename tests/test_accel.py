@@ -19,7 +19,7 @@ def test_auto_device_and_precision():
 def test_cpu_bf16_only_where_measured_faster():
     """auto picks bf16 on the CPU kinds where it was measured faster than fp32 (AMX tiles; AMD's
     AVX-512 BF16), not where it was measured slower (an Intel Xeon with AVX-512 BF16 but no
-    usable AMX: 0.59-0.71x) nor where bf16 would be emulated."""
+    usable AMX: 0.56-0.71x) nor where bf16 would be emulated."""
     mkl = torch.backends.mkldnn.is_available()
     amd, intel = "AuthenticAMD", "GenuineIntel"
     assert accel.cpu_fast_bf16({"avx2", "fma"}, amd) is False
