@@ -50,8 +50,15 @@ def test_list_and_help(env):
 
 
 def _frames_equal(a, b):
+    """Same grid, and the same values up to a rounding flip: two runs of one path in float32 may
+    sum a matmul in another order (MKL chooses its threading per call on a busy machine), moving
+    a float by ulps and, at a .5 boundary, a written 8-bit value by 1 DN on a few pixels. Wrong
+    inputs or options move most pixels (the ensemble check below relies on that)."""
     with rasterio.open(a) as x, rasterio.open(b) as y:
-        return np.array_equal(x.read(), y.read()) and x.transform == y.transform and x.crs == y.crs
+        if x.transform != y.transform or x.crs != y.crs or x.shape != y.shape:
+            return False
+        d = np.abs(x.read().astype(np.int64) - y.read().astype(np.int64))
+    return d.max() <= 1 and np.count_nonzero(d) <= 0.001 * d.size
 
 
 def test_run_text_and_json(env, tmp_path, small_stack, tiny_weights):
